@@ -1,0 +1,264 @@
+"""The social-auth backend for lexoffice (Lexware Office): OAuth 2.1 code flow + PKCE S256.
+
+Only what Lexware needs differs from social-core's ``BaseOAuth2PKCE``:
+
+* hosts come from settings (``LEXOFFICE_SANDBOX``, ``LEXOFFICE_*_BASE_URL``);
+* the client authenticates with HTTP Basic (a public client: ``client_id`` in the
+  body, no secret); S256 is the only challenge method;
+* ``state`` is checked *before* ``error`` and ``code`` (social-core checks it after
+  ``error``, which leaves a denied flow's state valid);
+* ``REDIRECT_STATE = False``: Lexware compares ``redirect_uri`` exactly;
+* the identity comes from ``GET {api}/v1/profile`` (uid = ``created.userId``);
+* tokens never go to ``UserSocialAuth.extra_data``: the pipeline step
+  :func:`django_lexoffice.pipeline.save_connection` stores them encrypted.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django.utils.module_loading import import_string
+from social_core.backends.oauth import BaseOAuth2PKCE
+from social_core.exceptions import AuthConfigurationError, AuthInputError, AuthResponseError
+from social_core.pipeline import DEFAULT_AUTH_PIPELINE
+from social_core.utils import handle_http_errors
+
+from .conf import settings as lexoffice_settings
+
+#: Our step, appended to social-auth's default pipeline when the site sets none.
+SAVE_CONNECTION_STEP = "django_lexoffice.pipeline.save_connection"
+#: social-core's ``user_details`` overwrites a connecting user's names; ours only fills blanks.
+DEFAULT_PIPELINE: tuple[str, ...] = (
+    *(
+        "django_lexoffice.pipeline.fill_user_details"
+        if step == "social_core.pipeline.user.user_details"
+        else step
+        for step in DEFAULT_AUTH_PIPELINE
+    ),
+    SAVE_CONNECTION_STEP,
+)
+
+# Lexware's allowed characters for connection_name (LEXOFFICE.md): letters incl.
+# umlauts and ß, digits, whitespace and / ? . - { } " _ \ : = , ( )
+_CONNECTION_NAME_FORBIDDEN = re.compile(r'[^A-Za-z0-9äöüÄÖÜß\s/?.\-{}"_\\:=,()]')
+_DOTTED_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
+CONNECTION_NAME_MAX_LENGTH = 100
+# Tokens must never land in extra_data, whatever EXTRA_DATA a site configures.
+_TOKEN_KEYS = frozenset({"access_token", "refresh_token", "id_token", "token_type", "code"})
+_MISSING = object()
+
+
+def sanitize_connection_name(value: str) -> str:
+    """Strip every character Lexware does not allow in ``connection_name``."""
+    cleaned = _CONNECTION_NAME_FORBIDDEN.sub("", value)
+    cleaned = " ".join(cleaned.split())
+    return cleaned[:CONNECTION_NAME_MAX_LENGTH].strip()
+
+
+class LexofficeOAuth2(BaseOAuth2PKCE):
+    """lexoffice (Lexware Office) login and connection over OAuth 2.1 + PKCE (S256)."""
+
+    name = "lexoffice"
+    ID_KEY = "userId"
+    REDIRECT_STATE = False
+    STATE_PARAMETER = True
+    ACCESS_TOKEN_METHOD = "POST"
+    REVOKE_TOKEN_METHOD = "POST"
+    PKCE_DEFAULT_CODE_CHALLENGE_METHOD = "S256"
+    # 64 characters of [A-Za-z0-9] (RFC 7636 allows 43 to 128 unreserved characters).
+    PKCE_DEFAULT_CODE_VERIFIER_LENGTH = 64
+    SEND_USER_AGENT = True
+    EXTRA_DATA = [
+        ("organizationId", "organization_id"),
+        ("companyName", "company_name"),
+        ("connectionId", "connection_id"),
+    ]
+
+    # -- endpoints and client authentication -------------------------------------------
+
+    def authorization_url(self) -> str:
+        return lexoffice_settings.AUTHORIZE_URL
+
+    def access_token_url(self) -> str:
+        return lexoffice_settings.TOKEN_URL
+
+    def revoke_token_url(self, token: Any, uid: Any) -> str:
+        return lexoffice_settings.REVOKE_URL
+
+    def get_key_and_secret(self) -> tuple[str, str]:
+        return lexoffice_settings.CLIENT_ID, lexoffice_settings.CLIENT_SECRET
+
+    def use_basic_auth(self) -> bool:
+        # A confidential client uses client_secret_basic; a public one has no secret.
+        return not lexoffice_settings.IS_PUBLIC_CLIENT
+
+    def get_redirect_uri(self, state: str | None = None) -> str:
+        # Sent verbatim when configured: it must match the registered URI exactly.
+        return lexoffice_settings.REDIRECT_URI or super().get_redirect_uri(state)
+
+    def get_scope(self) -> list[str]:
+        return lexoffice_settings.SCOPES
+
+    def request(self, url: str, **kwargs: Any) -> Any:
+        kwargs.setdefault("timeout", lexoffice_settings.TIMEOUT)
+        return super().request(url, **kwargs)
+
+    # -- PKCE: S256 only -----------------------------------------------------------------
+
+    def setting(self, name: str, default: Any = None) -> Any:
+        if name == "PKCE_CODE_CHALLENGE_METHOD":
+            return "S256"
+        if name == "USE_PKCE":
+            return True
+        return super().setting(name, default)
+
+    def generate_code_challenge(self, code_verifier: str, challenge_method: str) -> str:
+        if challenge_method != "S256":
+            raise AuthConfigurationError(
+                self,
+                "Lexware accepts only the S256 code challenge method.",
+                code="invalid_setting",
+                parameter="PKCE_CODE_CHALLENGE_METHOD",
+                stage="begin",
+            )
+        return super().generate_code_challenge(code_verifier, challenge_method)
+
+    # -- authorization request ------------------------------------------------------------
+
+    def auth_extra_arguments(self) -> dict[str, str]:
+        arguments = super().auth_extra_arguments()
+        name = self.connection_name()
+        if name:
+            arguments["connection_name"] = name
+        return arguments
+
+    def connection_name(self) -> str:
+        """The label Lexware shows in its list of active connections."""
+        request = getattr(self.strategy, "request", None)
+        user = getattr(request, "user", None)
+        configured = lexoffice_settings.CONNECTION_NAME
+        if configured and _DOTTED_PATH.match(configured):
+            try:
+                factory = import_string(configured)
+            except ImportError:
+                factory = None
+            if callable(factory):
+                return sanitize_connection_name(str(factory(request, user) or ""))
+        if configured:
+            return sanitize_connection_name(configured)
+        site = request.get_host() if request is not None else ""
+        username = user.get_username() if user is not None and user.is_authenticated else ""
+        return sanitize_connection_name(" ".join(part for part in (site, username) if part))
+
+    # -- callback: state first, then error, then code -------------------------------------
+
+    @handle_http_errors
+    def auth_complete(self, *args: Any, **kwargs: Any) -> Any:
+        state = self.validate_state()  # spends the state, also for error callbacks
+        self.process_error(self.data)
+        code = self.data.get("code")
+        if isinstance(code, list):
+            code = code[0] if len(code) == 1 else None
+        if not isinstance(code, str) or not code or len(code) > 2048:
+            raise AuthInputError(
+                self, parameter="code", code="missing_parameter", stage="callback"
+            )
+        params = self.auth_complete_params(state)
+        response = self.request_access_token(
+            self.access_token_url(),
+            data=params,
+            headers=self.auth_headers(),
+            auth=self.auth_complete_credentials(),
+            method="POST",
+        )
+        access_token = self.get_access_token(response)
+        self.validate_token_response(response)
+        return self.do_auth(access_token, *args, response=response, **kwargs)
+
+    def auth_complete_params(self, state: str | None = None) -> dict[str, str]:
+        params = super().auth_complete_params(state)
+        params.pop("client_secret", None)  # never in the body (client_secret_basic)
+        if self.use_basic_auth():
+            params.pop("client_id", None)
+        else:
+            params["client_id"] = lexoffice_settings.CLIENT_ID
+        return params
+
+    def validate_token_response(self, response: dict[str, Any]) -> None:
+        """Refuse token responses that cannot make a working connection."""
+        refresh_token = response.get("refresh_token")
+        if refresh_token is not None and not isinstance(refresh_token, str):
+            raise AuthResponseError(self, code="malformed_response", stage="token_exchange")
+        expires_in = response.get("expires_in")
+        if expires_in is not None and (
+            isinstance(expires_in, bool) or not isinstance(expires_in, (int, float))
+        ):
+            raise AuthResponseError(self, code="malformed_response", stage="token_exchange")
+
+    # -- identity: /v1/profile -------------------------------------------------------------
+
+    def user_data(self, access_token: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        data = self.get_json(
+            lexoffice_settings.PROFILE_URL,
+            headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json"},
+        )
+        return self.validate_profile(data)
+
+    def validate_profile(self, data: Any) -> dict[str, Any]:
+        """Check the fields the app relies on; Lexware's stable ids must be strings."""
+        created = data.get("created") if isinstance(data, dict) else None
+        ok = (
+            isinstance(created, dict)
+            and _is_id(created.get("userId"))
+            and _is_id(data.get("organizationId"))
+            and isinstance(data.get("companyName", ""), str)
+            and isinstance(data.get("connectionId", ""), (str, type(None)))
+            and isinstance(created.get("userName", ""), (str, type(None)))
+            and isinstance(created.get("userEmail", ""), (str, type(None)))
+        )
+        if not ok:
+            raise AuthResponseError(self, code="malformed_response", stage="user_info")
+        return dict(data)
+
+    def get_user_id(self, details: dict[str, Any], response: dict[str, Any]) -> str:
+        # Exact, case-sensitive ids (never the e-mail address).
+        return str(response["created"]["userId"])
+
+    def get_user_details(self, response: dict[str, Any]) -> dict[str, Any]:
+        created = response.get("created") or {}
+        full_name = (created.get("userName") or "").strip()
+        email = (created.get("userEmail") or "").strip()
+        first_name, last_name = self.get_user_names(full_name)
+        return {
+            "username": email.split("@")[0] if email else "lexoffice",
+            "email": email,
+            "fullname": full_name,
+            "first_name": first_name,
+            "last_name": last_name,
+        }
+
+    def extra_data(
+        self,
+        user: Any,
+        uid: str,
+        response: dict[str, Any],
+        details: dict[str, Any],
+        pipeline_kwargs: dict[str, Any],
+    ) -> dict[str, Any]:
+        data = super().extra_data(user, uid, response, details, pipeline_kwargs)
+        return {key: value for key, value in data.items() if key not in _TOKEN_KEYS}
+
+    # -- pipeline: works with no setting ------------------------------------------------
+
+    def pipeline(self, pipeline: Any, pipeline_index: int = 0, *args: Any, **kwargs: Any) -> Any:
+        if not self._site_configures_pipeline():
+            pipeline = list(DEFAULT_PIPELINE)
+        return super().pipeline(pipeline, pipeline_index, *args, **kwargs)
+
+    def _site_configures_pipeline(self) -> bool:
+        return self.strategy.setting("PIPELINE", _MISSING, self) is not _MISSING
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 64

@@ -1,0 +1,87 @@
+"""HTTP calls to Lexware's authorization server, and safe descriptions of responses.
+
+Client authentication is HTTP Basic ``base64(client_id:client_secret)`` for a
+confidential client (the only method Lexware documents); a public client sends
+``client_id`` in the body and no secret. Timeouts always apply and TLS
+certificates are always verified.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import requests
+from django.views.decorators.debug import sensitive_variables
+
+from .conf import settings as lexoffice_settings
+
+BODY_LIMIT = 500
+REDACTED = "[redacted]"
+_TOKEN_KEY = re.compile(r"token|secret|code|verifier|password|authorization", re.IGNORECASE)
+# Anything shaped like a bearer token or JWT in free text.
+_TOKEN_LIKE = re.compile(r"[A-Za-z0-9_\-]{20,}\.[A-Za-z0-9_\-]{20,}(\.[A-Za-z0-9_\-]+)?|[A-Za-z0-9_\-]{60,}")
+
+
+@sensitive_variables("data", "secret")
+def post_form(url: str, data: dict[str, str]) -> requests.Response:
+    """POST ``data`` form-encoded to Lexware's authorization server with client auth."""
+    client_id = lexoffice_settings.CLIENT_ID
+    secret = lexoffice_settings.CLIENT_SECRET
+    auth: tuple[str, str] | None
+    if secret:
+        auth = (client_id, secret)
+    else:
+        auth = None
+        data = {**data, "client_id": client_id}
+    return requests.post(
+        url,
+        data=data,
+        auth=auth,
+        headers={"Accept": "application/json"},
+        timeout=lexoffice_settings.TIMEOUT,
+        allow_redirects=False,
+    )
+
+
+def error_code(data: Any) -> str | None:
+    """The RFC 6749 §5.2 ``error`` of a parsed response body, if any."""
+    if isinstance(data, dict) and isinstance(data.get("error"), str):
+        return data["error"]
+    return None
+
+
+def redact(value: Any) -> Any:
+    """Replace token-like values in parsed JSON (and token-shaped text) by ``[redacted]``."""
+    if isinstance(value, dict):
+        return {
+            key: REDACTED if isinstance(key, str) and _TOKEN_KEY.search(key) else redact(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [redact(item) for item in value]
+    if isinstance(value, str):
+        return _TOKEN_LIKE.sub(REDACTED, value)
+    return value
+
+
+def describe_body(text: str, secrets: Iterable[str] = ()) -> str:
+    """A short, token-free rendering of a response body for logs and ``last_error``."""
+    try:
+        rendered = json.dumps(redact(json.loads(text)), ensure_ascii=False, sort_keys=True)
+    except ValueError:
+        rendered = redact(" ".join(text.split()))
+    for secret in secrets:
+        if secret:
+            rendered = rendered.replace(secret, REDACTED)
+    if len(rendered) > BODY_LIMIT:
+        rendered = rendered[:BODY_LIMIT] + "…"
+    return rendered
+
+
+def describe_response(response: requests.Response, secrets: Iterable[str] = ()) -> str:
+    """``HTTP 503: {"message": ...}``, never a token."""
+    body = describe_body(response.text or "", secrets)
+    return f"HTTP {response.status_code}: {body}" if body else f"HTTP {response.status_code}"

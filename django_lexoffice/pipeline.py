@@ -1,0 +1,109 @@
+"""social-auth pipeline steps for lexoffice.
+
+``save_connection`` is the step that matters: it stores the tokens encrypted in
+:class:`~django_lexoffice.models.LexofficeConnection` and removes every token from
+``UserSocialAuth.extra_data``. The backend appends it to social-auth's default
+pipeline when the site configures none; a site with its own
+``SOCIAL_AUTH_PIPELINE`` adds it after ``load_extra_data``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from .conf import settings as lexoffice_settings
+from .models import LexofficeConnection
+from .signals import connection_created
+
+BACKEND_NAME = "lexoffice"
+_TOKEN_KEYS = ("access_token", "refresh_token", "id_token", "token_type", "code", "code_verifier")
+_USER_FIELDS = ("first_name", "last_name", "email")
+
+
+def save_connection(
+    backend: Any,
+    user: Any = None,
+    response: dict[str, Any] | None = None,
+    social: Any = None,
+    *args: Any,
+    **kwargs: Any,
+) -> dict[str, Any] | None:
+    """Create or update the user's connection for the profile's organization.
+
+    Keeps the stored refresh token when Lexware's response carries none, stores
+    the scopes that were requested (Lexware's ``scope`` echo is coarse) and
+    scrubs tokens from the social-auth association.
+    """
+    if getattr(backend, "name", None) != BACKEND_NAME or user is None or not response:
+        return None
+    created_by = response.get("created") or {}
+    expires_in = response.get("expires_in")
+    now = timezone.now()
+    with transaction.atomic():
+        connection, created = LexofficeConnection.objects.select_for_update().get_or_create(
+            user=user, organization_id=str(response["organizationId"])
+        )
+        connection.connection_id = str(response.get("connectionId") or "")[:64]
+        connection.company_name = str(response.get("companyName") or "")[:255]
+        connection.lexoffice_user_id = str(created_by.get("userId") or "")[:64]
+        connection.lexoffice_user_name = str(created_by.get("userName") or "")[:255]
+        connection.lexoffice_user_email = str(created_by.get("userEmail") or "")[:254]
+        connection.scopes = lexoffice_settings.SCOPES
+        connection.access_token = response["access_token"]
+        if response.get("refresh_token"):
+            connection.refresh_token = response["refresh_token"]
+        connection.expires_at = (
+            now + timedelta(seconds=float(expires_in)) if expires_in is not None else None
+        )
+        connection.status = LexofficeConnection.Status.ACTIVE
+        connection.last_refreshed_at = now
+        connection.consecutive_failures = 0
+        connection.next_attempt_at = None
+        connection.last_error = ""
+        connection.last_error_at = None
+        connection.save()
+        scrub_extra_data(social)
+
+    request = getattr(backend.strategy, "request", None)
+    if request is not None:
+        # The callback view reads this to know the flow really finished.
+        request.lexoffice_connection = connection
+    if created:
+        connection_created.send(
+            sender=LexofficeConnection, connection=connection, user=user, request=request
+        )
+    return {"lexoffice_connection": connection}
+
+
+def scrub_extra_data(social: Any) -> None:
+    """Remove every token from a ``UserSocialAuth.extra_data`` and save it."""
+    if social is None or not isinstance(getattr(social, "extra_data", None), dict):
+        return
+    if any(key in social.extra_data for key in _TOKEN_KEYS):
+        for key in _TOKEN_KEYS:
+            social.extra_data.pop(key, None)
+        social.save(update_fields=["extra_data"])
+
+
+def fill_user_details(
+    backend: Any, user: Any = None, details: dict[str, Any] | None = None, *args: Any, **kwargs: Any
+) -> None:
+    """Fill a user's empty name and e-mail fields from lexoffice, never overwrite them.
+
+    social-core's ``user_details`` would replace the names of a user who merely
+    connects a company with those of the Lexware user who granted access.
+    """
+    if user is None or not details:
+        return
+    changed = []
+    for field in _USER_FIELDS:
+        value = details.get(field)
+        if value and hasattr(user, field) and not getattr(user, field):
+            setattr(user, field, value)
+            changed.append(field)
+    if changed:
+        user.save(update_fields=changed)
