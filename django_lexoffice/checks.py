@@ -1,0 +1,175 @@
+"""System checks. Errors ``lexoffice.E0xx`` stop ``manage.py check``; ``lexoffice.W1xx``
+are security warnings shown by ``manage.py check --deploy``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.apps import apps
+from django.conf import settings as django_settings
+from django.core.checks import Error, Tags, Warning, register
+
+from .conf import settings as lexoffice_settings
+
+BACKEND_PATH = "django_lexoffice.backends.LexofficeOAuth2"
+
+#: Lexware's scopes (LEXOFFICE.md); there is no ``openid`` and no ``profile``.
+KNOWN_SCOPES = frozenset(
+    """profile.read organization.read contacts.read contacts.write contacts.bankaccounts.read
+    contacts.bankaccounts.write articles.read articles.write invoices.read invoices.write
+    credit-notes.read credit-notes.write order-confirmations.read order-confirmations.write
+    quotations.read quotations.write delivery-notes.read delivery-notes.write dunnings.read
+    dunnings.write recurring-templates.read vouchers.read vouchers.write vouchers.sendmail
+    voucherlist.read payments.read files.read files.write files.status finance.read
+    finance.write finance.delete cashbox.read cashbox.write cashbox.delete
+    transaction-assignment-hint.write""".split()
+)
+
+
+@register("lexoffice")
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warning]:
+    """Configuration errors that make the lexoffice flow fail."""
+    errors: list[Error | Warning] = []
+    if not lexoffice_settings.CLIENT_ID:
+        errors.append(
+            Error(
+                "SOCIAL_AUTH_LEXOFFICE_KEY (the client id Lexware gave you) is not set.",
+                hint='Add SOCIAL_AUTH_LEXOFFICE_KEY = os.environ["LEXOFFICE_CLIENT_ID"] to your settings.',
+                id="lexoffice.E001",
+            )
+        )
+    errors.extend(_check_encryption_key())
+    backends = getattr(django_settings, "AUTHENTICATION_BACKENDS", [])
+    if BACKEND_PATH not in backends:
+        errors.append(
+            Error(
+                f"{BACKEND_PATH!r} is not in AUTHENTICATION_BACKENDS.",
+                hint=f'AUTHENTICATION_BACKENDS = ["{BACKEND_PATH}", '
+                '"django.contrib.auth.backends.ModelBackend"]',
+                id="lexoffice.E003",
+            )
+        )
+    if not apps.is_installed("social_django"):
+        errors.append(
+            Error(
+                "'social_django' is not in INSTALLED_APPS.",
+                hint='INSTALLED_APPS += ["social_django", "django_lexoffice"]',
+                id="lexoffice.E004",
+            )
+        )
+    unknown = [scope for scope in lexoffice_settings.EXTRA_SCOPES if scope not in KNOWN_SCOPES]
+    if unknown:
+        errors.append(
+            Error(
+                f"SOCIAL_AUTH_LEXOFFICE_SCOPE contains scopes Lexware does not know: {unknown}.",
+                hint="Use Lexware's scopes such as 'contacts.read' or 'invoices.write'; "
+                "there is no 'openid' or 'profile' scope.",
+                id="lexoffice.E005",
+            )
+        )
+    redirect_uri = lexoffice_settings.REDIRECT_URI
+    if redirect_uri and not urlsplit(redirect_uri).netloc:
+        errors.append(
+            Error(
+                f"LEXOFFICE_REDIRECT_URI must be an absolute URL, got {redirect_uri!r}.",
+                hint='LEXOFFICE_REDIRECT_URI = "https://example.com/lexoffice/callback/" '
+                "(exactly as registered with Lexware)",
+                id="lexoffice.E006",
+            )
+        )
+    for name in ("LEXOFFICE_AUTH_BASE_URL", "LEXOFFICE_API_BASE_URL"):
+        value = getattr(django_settings, name, None)
+        if value and (urlsplit(str(value)).scheme not in {"http", "https"} or not urlsplit(str(value)).netloc):
+            errors.append(
+                Error(
+                    f"{name} must be an absolute http(s) URL, got {value!r}.",
+                    hint=f'Remove {name} to use Lexware\'s host, or set LEXOFFICE_SANDBOX = True.',
+                    id="lexoffice.E007",
+                )
+            )
+    return errors
+
+
+def _check_encryption_key() -> list[Error]:
+    from cryptography.fernet import Fernet
+
+    hint = (
+        "Generate one with: python -c \"from cryptography.fernet import Fernet; "
+        "print(Fernet.generate_key().decode())\" and set FIELD_ENCRYPTION_KEY from the environment."
+    )
+    keys = getattr(django_settings, "FIELD_ENCRYPTION_KEY", None)
+    if not keys:
+        return [Error("FIELD_ENCRYPTION_KEY is not set: tokens cannot be stored encrypted.",
+                      hint=hint, id="lexoffice.E002")]
+    for key in keys if isinstance(keys, (list, tuple)) else [keys]:
+        try:
+            Fernet(key)
+        except (ValueError, TypeError):
+            return [Error("FIELD_ENCRYPTION_KEY is not a valid Fernet key (or list of keys).",
+                          hint=hint, id="lexoffice.E002")]
+    return []
+
+
+@register(Tags.security, deploy=True)
+def check_deploy(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
+    """Security posture for production, shown by ``manage.py check --deploy``."""
+    warnings: list[Warning] = []
+    for label, url in (
+        ("LEXOFFICE_AUTH_BASE_URL", lexoffice_settings.AUTH_BASE_URL),
+        ("LEXOFFICE_API_BASE_URL", lexoffice_settings.API_BASE_URL),
+    ):
+        if not _is_https(url):
+            warnings.append(
+                Warning(
+                    f"{label} is {url!r}: tokens would travel without TLS.",
+                    hint="Use Lexware's https hosts (remove the setting) in production.",
+                    id="lexoffice.W101",
+                )
+            )
+    redirect_uri = lexoffice_settings.REDIRECT_URI
+    if redirect_uri and not _is_https(redirect_uri):
+        warnings.append(
+            Warning(
+                f"LEXOFFICE_REDIRECT_URI is {redirect_uri!r}: the authorization code would "
+                "travel without TLS.",
+                hint="Register and use an https:// redirect URI.",
+                id="lexoffice.W102",
+            )
+        )
+    if not redirect_uri:
+        warnings.append(
+            Warning(
+                "LEXOFFICE_REDIRECT_URI is not set: the redirect URI is built from the request's "
+                "host.",
+                hint='Set LEXOFFICE_REDIRECT_URI = "https://your.site/lexoffice/callback/", '
+                "exactly as registered with Lexware.",
+                id="lexoffice.W103",
+            )
+        )
+    if lexoffice_settings.IS_PUBLIC_CLIENT:
+        warnings.append(
+            Warning(
+                "SOCIAL_AUTH_LEXOFFICE_SECRET is empty: the app acts as a public client "
+                "(PKCE only, no client authentication).",
+                hint="A server-side Django site is a confidential client: set "
+                'SOCIAL_AUTH_LEXOFFICE_SECRET = os.environ["LEXOFFICE_CLIENT_SECRET"].',
+                id="lexoffice.W104",
+            )
+        )
+    for name in ("urllib3", "requests"):
+        if logging.getLogger(name).isEnabledFor(logging.DEBUG):
+            warnings.append(
+                Warning(
+                    f"The {name!r} logger logs at DEBUG: request details of OAuth calls may "
+                    "reach the logs.",
+                    hint=f"Set the level of the {name!r} logger to INFO or higher in LOGGING.",
+                    id="lexoffice.W105",
+                )
+            )
+    return warnings
+
+
+def _is_https(url: str) -> bool:
+    return urlsplit(url).scheme == "https"

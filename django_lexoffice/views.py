@@ -1,0 +1,211 @@
+"""Views of the ``lexoffice`` URL namespace: login, callback, connections, disconnect."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import requests
+from django.contrib import messages
+from django.contrib.auth import REDIRECT_FIELD_NAME
+from django.contrib.auth import login as auth_login
+from django.contrib.auth.decorators import login_not_required, login_required
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext as _
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_protect
+from django.views.decorators.debug import sensitive_variables
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from social_core.actions import do_auth, do_complete
+from social_core.exceptions import (
+    AuthAssociationError,
+    AuthCanceled,
+    AuthConfigurationError,
+    AuthCredentialError,
+    AuthInputError,
+    AuthPolicyError,
+    AuthSessionError,
+    SocialAuthBaseException,
+)
+from social_django.utils import load_backend, load_strategy
+
+from . import tokens
+from .conf import settings as lexoffice_settings
+from .exceptions import LexofficeConfigurationError
+from .models import LexofficeConnection
+
+logger = logging.getLogger(__name__)
+
+BACKEND_NAME = "lexoffice"
+BACKEND_PATH = "django_lexoffice.backends.LexofficeOAuth2"
+#: Session key of the validated ``next`` URL, stored before leaving for Lexware.
+NEXT_SESSION_KEY = "lexoffice_next"
+# do_complete() must not pick a redirect target of its own from the session.
+_UNUSED_REDIRECT_NAME = "lexoffice_unused_redirect"
+
+#: Failure reasons of the callback: (HTTP status, template context key).
+CALLBACK_FAILURES: dict[str, int] = {
+    "access_denied": 400,
+    "state": 400,
+    "missing_code": 400,
+    "code_rejected": 400,
+    "already_connected": 409,
+    "not_allowed": 403,
+    "lexware_error": 502,
+    "lexware_unreachable": 502,
+    "configuration": 503,
+    "incomplete": 400,
+}
+
+
+def _safe_next(request: HttpRequest, value: str | None) -> str | None:
+    if not value or len(value) > 2048:
+        return None
+    allowed = url_has_allowed_host_and_scheme(
+        value, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    )
+    return value if allowed else None
+
+
+def _load_backend(request: HttpRequest) -> Any:
+    strategy = load_strategy(request)
+    redirect_uri = lexoffice_settings.REDIRECT_URI or reverse("lexoffice:callback")
+    return load_backend(strategy, BACKEND_NAME, redirect_uri=redirect_uri)
+
+
+def _no_referrer(response: HttpResponse) -> HttpResponse:
+    response["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+@never_cache
+@login_not_required
+@csrf_protect
+@require_http_methods(["GET", "POST"])
+def login(request: HttpRequest) -> HttpResponse:
+    """GET: a page with a "Connect" button. POST (CSRF-protected): start the flow."""
+    source = request.POST if request.method == "POST" else request.GET
+    next_url = _safe_next(request, source.get(REDIRECT_FIELD_NAME))
+    if request.method == "GET":
+        return render(request, "django_lexoffice/login.html", {"next": next_url or ""})
+    if next_url:
+        request.session[NEXT_SESSION_KEY] = next_url
+    else:
+        request.session.pop(NEXT_SESSION_KEY, None)
+    user = request.user if request.user.is_authenticated else None
+    try:
+        response = do_auth(_load_backend(request), redirect_name=_UNUSED_REDIRECT_NAME, user=user)
+    except (SocialAuthBaseException, LexofficeConfigurationError):
+        logger.exception("Cannot start the lexoffice authorization")
+        return _failure_page(request, "configuration")
+    return _no_referrer(response)
+
+
+def _do_login(backend: Any, user: Any, social_user: Any) -> None:
+    auth_login(backend.strategy.request, user, backend=BACKEND_PATH)
+
+
+def _classify(exc: Exception) -> str:
+    if isinstance(exc, AuthCanceled):
+        return "access_denied"
+    if isinstance(exc, AuthSessionError) or (
+        isinstance(exc, AuthInputError) and exc.parameter == "state"
+    ):
+        return "state"
+    if isinstance(exc, AuthInputError):
+        return "missing_code"
+    if isinstance(exc, AuthCredentialError):
+        return "code_rejected"
+    if isinstance(exc, AuthAssociationError):
+        return "already_connected"
+    if isinstance(exc, AuthPolicyError):
+        return "not_allowed"
+    if isinstance(exc, (AuthConfigurationError, LexofficeConfigurationError)):
+        return "configuration"
+    if isinstance(exc, requests.RequestException):
+        return "lexware_unreachable"
+    return "lexware_error"
+
+
+@never_cache
+@login_not_required
+@require_GET
+@sensitive_variables("backend", "result")
+def callback(request: HttpRequest) -> HttpResponse:
+    """Lexware's redirect back: state first, then ``error``, then the code exchange.
+
+    Success redirects to a clean URL (the validated ``next``, else the
+    connections page); every failure answers a page saying what to try next.
+    Either way with ``Referrer-Policy: no-referrer``: this URL holds the code.
+    """
+    next_url = request.session.pop(NEXT_SESSION_KEY, None)
+    user = request.user if request.user.is_authenticated else None
+    try:
+        backend = _load_backend(request)
+        result = do_complete(backend, _do_login, user=user, redirect_name=_UNUSED_REDIRECT_NAME)
+    except (SocialAuthBaseException, LexofficeConfigurationError, requests.RequestException) as exc:
+        reason = _classify(exc)
+        log = logger.info if reason in {"access_denied", "state"} else logger.warning
+        log("lexoffice callback failed: %s (%s)", reason, type(exc).__name__)
+        return _failure_page(request, reason)
+    if getattr(request, "lexoffice_connection", None) is None:
+        if isinstance(result, HttpResponse) and not isinstance(result, HttpResponseRedirect):
+            return _no_referrer(result)  # a pipeline step asked for something
+        return _failure_page(request, "incomplete")
+    target = next_url if _safe_next(request, next_url) else reverse("lexoffice:connections")
+    return _no_referrer(HttpResponseRedirect(target))
+
+
+def _failure_page(request: HttpRequest, reason: str) -> HttpResponse:
+    context = {
+        "reason": reason,
+        "login_url": reverse("lexoffice:login"),
+        "lexware_url": lexoffice_settings.AUTH_BASE_URL + "/",
+    }
+    response = render(
+        request, "django_lexoffice/callback_error.html", context, status=CALLBACK_FAILURES[reason]
+    )
+    return _no_referrer(response)
+
+
+@never_cache
+@login_required
+@require_GET
+def connections(request: HttpRequest) -> HttpResponse:
+    """The logged-in user's own lexoffice connections."""
+    user_connections = LexofficeConnection.objects.filter(user=request.user).order_by(
+        "company_name", "pk"
+    )
+    return render(
+        request,
+        "django_lexoffice/connections.html",
+        {"connections": user_connections, "next": reverse("lexoffice:connections")},
+    )
+
+
+@never_cache
+@login_required
+@csrf_protect
+@require_POST
+def disconnect(request: HttpRequest, pk: int) -> HttpResponse:
+    """Revoke one of the user's own connections at Lexware and clear its tokens."""
+    connection = get_object_or_404(LexofficeConnection, pk=pk, user=request.user)
+    name = connection.company_name or connection.organization_id
+    if tokens.revoke(connection):
+        messages.success(
+            request, _("%(company)s is disconnected.") % {"company": name}, fail_silently=True
+        )
+    else:
+        messages.warning(
+            request,
+            _(
+                "%(company)s is disconnected here; lexoffice could not be reached to confirm. "
+                "You can also end the connection in lexoffice's settings."
+            )
+            % {"company": name},
+            fail_silently=True,
+        )
+    return HttpResponseRedirect(reverse("lexoffice:connections"))

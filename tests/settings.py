@@ -1,0 +1,91 @@
+"""Settings for the test suite.
+
+SQLite by default; ``LEXOFFICE_TEST_DB=postgres`` runs the same suite on the
+PostgreSQL server at 127.0.0.1:5432 (user ``postgres``, trust auth).
+"""
+
+from __future__ import annotations
+
+import os
+
+SECRET_KEY = "tests-only-not-secret"
+DEBUG = False
+ALLOWED_HOSTS = ["testserver", "localhost", "127.0.0.1"]
+USE_TZ = True
+TIME_ZONE = "Europe/Berlin"
+LANGUAGE_CODE = "en"
+USE_I18N = True
+ROOT_URLCONF = "tests.urls"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+SITE_ID = 1
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "social_django",
+    "django_lexoffice",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    }
+]
+
+if os.environ.get("LEXOFFICE_TEST_DB", "sqlite") == "postgres":
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "HOST": os.environ.get("LEXOFFICE_TEST_PGHOST", "127.0.0.1"),
+            "PORT": os.environ.get("LEXOFFICE_TEST_PGPORT", "5432"),
+            "USER": os.environ.get("LEXOFFICE_TEST_PGUSER", "postgres"),
+            "NAME": os.environ.get("LEXOFFICE_TEST_PGNAME", "postgres"),
+            "OPTIONS": {"connect_timeout": 5},
+        }
+    }
+else:
+    DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+STATIC_URL = "/static/"
+
+AUTHENTICATION_BACKENDS = [
+    "django_lexoffice.backends.LexofficeOAuth2",
+    "django.contrib.auth.backends.ModelBackend",
+]
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+
+# A test-only key; real sites load theirs from the environment.
+FIELD_ENCRYPTION_KEY = os.environ.get(
+    "LEXOFFICE_TEST_FIELD_ENCRYPTION_KEY", "p_I8ClMX7yXpJoD4RKW1BbvcH6Un8CZGYpHKqdZddvo="
+)
+
+SOCIAL_AUTH_LEXOFFICE_KEY = "test-client-id"
+SOCIAL_AUTH_LEXOFFICE_SECRET = "test-client-secret-0123456789"
+SOCIAL_AUTH_LEXOFFICE_SCOPE = ["contacts.read"]
