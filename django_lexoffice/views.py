@@ -95,6 +95,9 @@ def login(request: HttpRequest) -> HttpResponse:
         request.session[NEXT_SESSION_KEY] = next_url
     else:
         request.session.pop(NEXT_SESSION_KEY, None)
+    if not lexoffice_settings.CLIENT_ID:
+        logger.error("SOCIAL_AUTH_LEXOFFICE_KEY is not set (system check lexoffice.E001)")
+        return _failure_page(request, "configuration")
     user = request.user if request.user.is_authenticated else None
     try:
         response = do_auth(_load_backend(request), redirect_name=_UNUSED_REDIRECT_NAME, user=user)

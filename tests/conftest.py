@@ -1,0 +1,73 @@
+"""Shared fixtures. Lexware is never contacted: tests use the fake in
+``django_lexoffice.testing`` or ``responses`` at the HTTP boundary."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from django_lexoffice.models import LexofficeConnection
+
+ACCESS_TOKEN = "test-access-token-" + "A" * 40
+REFRESH_TOKEN = "test-refresh-token-" + "R" * 109  # 128 characters, like Lexware's
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("LEXOFFICE_TEST_DB") == "postgres" and not _reachable("127.0.0.1", 5432):
+        raise pytest.UsageError(
+            "LEXOFFICE_TEST_DB=postgres but no PostgreSQL answers on 127.0.0.1:5432. "
+            "Start it (pg_ctlcluster <version> main start) or unset LEXOFFICE_TEST_DB."
+        )
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The Redis server the multi-process tests share; fails clearly when it is down."""
+    if not _reachable("127.0.0.1", 6379):
+        pytest.fail("Redis is not reachable on 127.0.0.1:6379; start redis-server.")
+    return "redis://127.0.0.1:6379/15"
+
+
+@pytest.fixture
+def user(django_user_model: Any) -> Any:
+    return django_user_model.objects.create_user(
+        username="erika", email="erika@example.com", password="pw"
+    )
+
+
+@pytest.fixture
+def make_connection(user: Any) -> Callable[..., LexofficeConnection]:
+    """Create a connection row directly (tokens stored encrypted through save())."""
+
+    def make(**fields: Any) -> LexofficeConnection:
+        values: dict[str, Any] = {
+            "user": user,
+            "organization_id": "aa93e8a8-2aa3-470b-b914-caad8a255dd8",
+            "connection_id": "3dea098a-fae5-4458-a85c-f97965966c25",
+            "company_name": "Testfirma GmbH",
+            "lexoffice_user_id": "1aea5501-3f3e-403d-8492-2dad03016289",
+            "lexoffice_user_name": "Frau Erika Musterfrau",
+            "lexoffice_user_email": "erika.musterfrau@testfirma.de",
+            "scopes": ["profile.read", "contacts.read"],
+            "access_token": ACCESS_TOKEN,
+            "refresh_token": REFRESH_TOKEN,
+            "expires_at": timezone.now() + timedelta(hours=4),
+        }
+        values.update(fields)
+        return LexofficeConnection.objects.create(**values)
+
+    return make

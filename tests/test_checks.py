@@ -1,0 +1,107 @@
+"""System checks: one test per ID, and ``check`` really fails."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+from django.test import override_settings
+
+from django_lexoffice.checks import check_deploy, check_settings
+
+
+def ids(messages):
+    return sorted(message.id for message in messages)
+
+
+def test_default_test_settings_pass():
+    assert check_settings() == []
+
+
+@override_settings(SOCIAL_AUTH_LEXOFFICE_KEY="")
+def test_e001_client_id_missing():
+    assert ids(check_settings()) == ["lexoffice.E001"]
+
+
+@pytest.mark.parametrize("key", [None, "", "not-a-fernet-key", ["p_I8ClMX7yXpJoD4RKW1BbvcH6Un8CZGYpHKqdZddvo=", "bad"]])
+def test_e002_encryption_key_missing_or_invalid(key):
+    with override_settings(FIELD_ENCRYPTION_KEY=key):
+        assert ids(check_settings()) == ["lexoffice.E002"]
+
+
+@override_settings(AUTHENTICATION_BACKENDS=["django.contrib.auth.backends.ModelBackend"])
+def test_e003_backend_not_in_authentication_backends():
+    messages = check_settings()
+    assert ids(messages) == ["lexoffice.E003"]
+    assert "django_lexoffice.backends.LexofficeOAuth2" in messages[0].hint
+
+
+def test_e004_social_django_not_installed(settings):
+    settings.INSTALLED_APPS = [app for app in settings.INSTALLED_APPS if app != "social_django"]
+    assert "lexoffice.E004" in ids(check_settings())
+
+
+@override_settings(SOCIAL_AUTH_LEXOFFICE_SCOPE=["openid", "contacts.read", "profile"])
+def test_e005_unknown_scopes():
+    messages = check_settings()
+    assert ids(messages) == ["lexoffice.E005"]
+    assert "'openid'" in messages[0].msg and "'profile'" in messages[0].msg
+
+
+@override_settings(LEXOFFICE_REDIRECT_URI="/lexoffice/callback/")
+def test_e006_relative_redirect_uri():
+    assert ids(check_settings()) == ["lexoffice.E006"]
+
+
+@override_settings(LEXOFFICE_AUTH_BASE_URL="app.lexware.de")
+def test_e007_host_without_scheme():
+    assert ids(check_settings()) == ["lexoffice.E007"]
+
+
+@override_settings(SOCIAL_AUTH_LEXOFFICE_KEY="")
+def test_check_command_fails_on_errors():
+    with pytest.raises(SystemCheckError, match="lexoffice.E001"):
+        call_command("check")
+
+
+@override_settings(LEXOFFICE_REDIRECT_URI="https://example.com/lexoffice/callback/")
+def test_deploy_checks_pass_for_a_production_setup():
+    assert check_deploy() == []
+
+
+@override_settings(
+    LEXOFFICE_AUTH_BASE_URL="http://127.0.0.1:8000/fake",
+    LEXOFFICE_API_BASE_URL="http://127.0.0.1:8000/fake",
+    LEXOFFICE_REDIRECT_URI="http://example.com/lexoffice/callback/",
+)
+def test_w101_w102_plain_http_hosts_and_redirect_uri():
+    assert ids(check_deploy()) == ["lexoffice.W101", "lexoffice.W101", "lexoffice.W102"]
+
+
+def test_w103_redirect_uri_from_request_host():
+    assert ids(check_deploy()) == ["lexoffice.W103"]
+
+
+@override_settings(
+    SOCIAL_AUTH_LEXOFFICE_SECRET="", LEXOFFICE_REDIRECT_URI="https://example.com/cb/"
+)
+def test_w104_public_client():
+    assert ids(check_deploy()) == ["lexoffice.W104"]
+
+
+@override_settings(LEXOFFICE_REDIRECT_URI="https://example.com/cb/")
+def test_w105_debug_logging_of_http_requests():
+    logger = logging.getLogger("urllib3")
+    old = logger.level
+    logger.setLevel(logging.DEBUG)
+    try:
+        assert ids(check_deploy()) == ["lexoffice.W105"]
+    finally:
+        logger.setLevel(old)
+
+
+def test_deploy_checks_run_with_check_deploy():
+    with pytest.raises(SystemCheckError, match=r"lexoffice\.W103"):
+        call_command("check", "--deploy", "--fail-level", "WARNING", "--tag", "security")

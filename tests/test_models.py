@@ -1,0 +1,142 @@
+"""LexofficeConnection and its encrypted token field (SECURITY.md 11, 12)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.core.exceptions import FieldError
+from django.db import connection as db_connection
+from django.db.models import F, Value
+from django.utils import timezone
+
+from django_lexoffice.exceptions import TokenDecryptionError, UnsafeTokenWriteError
+from django_lexoffice.models import LexofficeConnection
+
+from .conftest import ACCESS_TOKEN, REFRESH_TOKEN
+
+pytestmark = pytest.mark.django_db
+
+
+def raw_row(pk: int) -> tuple[str, str]:
+    with db_connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT access_token, refresh_token FROM django_lexoffice_lexofficeconnection "
+            "WHERE id = %s",
+            [pk],
+        )
+        return cursor.fetchone()
+
+
+def test_sec11_tokens_are_encrypted_in_the_raw_column(make_connection):
+    connection = make_connection()
+    access, refresh = raw_row(connection.pk)
+    assert ACCESS_TOKEN not in access and REFRESH_TOKEN not in refresh
+    assert access.startswith("gAAAA") and refresh.startswith("gAAAA")  # Fernet tokens
+    fresh = LexofficeConnection.objects.get(pk=connection.pk)
+    assert fresh.access_token == ACCESS_TOKEN
+    assert fresh.refresh_token == REFRESH_TOKEN
+
+
+def test_sec11_wrong_key_raises_instead_of_returning_ciphertext(make_connection):
+    connection = make_connection()
+    with db_connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE django_lexoffice_lexofficeconnection SET access_token = %s WHERE id = %s",
+            ["gAAAAABnot-a-valid-fernet-token-for-this-key==", connection.pk],
+        )
+    with pytest.raises(TokenDecryptionError) as excinfo:
+        LexofficeConnection.objects.get(pk=connection.pk)
+    assert "FIELD_ENCRYPTION_KEY" in str(excinfo.value)
+    assert "gAAAA" not in str(excinfo.value)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"access_token": Value("x")},
+        {"refresh_token": F("access_token")},
+        {"access_token": "plain"},
+    ],
+    ids=["value-expression", "f-expression", "plain-value"],
+)
+def test_sec11_update_of_tokens_is_refused_before_sql(make_connection, kwargs):
+    connection = make_connection()
+    with pytest.raises(UnsafeTokenWriteError):
+        LexofficeConnection.objects.filter(pk=connection.pk).update(**kwargs)
+    # The transaction is still usable and the row unchanged.
+    assert LexofficeConnection.objects.get(pk=connection.pk).access_token == ACCESS_TOKEN
+
+
+def test_sec11_bulk_update_of_tokens_is_refused(make_connection):
+    connection = make_connection()
+    connection.access_token = "new"
+    with pytest.raises(UnsafeTokenWriteError):
+        LexofficeConnection.objects.bulk_update([connection], ["access_token"])
+    assert LexofficeConnection.objects.get(pk=connection.pk).access_token == ACCESS_TOKEN
+
+
+def test_update_of_other_fields_still_works(make_connection):
+    connection = make_connection()
+    assert LexofficeConnection.objects.filter(pk=connection.pk).update(company_name="Neu") == 1
+    connection.company_name = "Wieder neu"
+    LexofficeConnection.objects.bulk_update([connection], ["company_name"])
+    assert LexofficeConnection.objects.get(pk=connection.pk).company_name == "Wieder neu"
+
+
+def test_field_refuses_expressions_even_through_another_manager(make_connection):
+    connection = make_connection()
+    field = LexofficeConnection._meta.get_field("access_token")
+    with pytest.raises(UnsafeTokenWriteError):
+        field.get_db_prep_save(Value("x"), db_connection)
+    assert connection.pk
+
+
+def test_filtering_on_a_token_is_an_error(make_connection):
+    make_connection()
+    with pytest.raises(FieldError):
+        list(LexofficeConnection.objects.filter(access_token=ACCESS_TOKEN))
+    assert LexofficeConnection.objects.filter(access_token__isnull=False).count() == 1
+
+
+def test_sec12_str_and_repr_show_no_token(make_connection):
+    connection = make_connection()
+    for text in (str(connection), repr(connection)):
+        assert ACCESS_TOKEN[:16] not in text and REFRESH_TOKEN[:16] not in text
+    assert "Testfirma GmbH" in str(connection)
+    assert "organization_id='aa93e8a8" in repr(connection)
+
+
+def test_unique_per_user_and_organization(make_connection):
+    from django.db import IntegrityError, transaction
+
+    make_connection()
+    with pytest.raises(IntegrityError), transaction.atomic():
+        make_connection()
+
+
+def test_active_and_expiring_querysets(make_connection, django_user_model):
+    now = timezone.now()
+    soon = make_connection(expires_at=now + timedelta(seconds=60))
+    later = make_connection(
+        organization_id="later", expires_at=now + timedelta(hours=3)
+    )
+    unknown = make_connection(organization_id="unknown", expires_at=None)
+    revoked = make_connection(
+        organization_id="revoked",
+        status=LexofficeConnection.Status.REVOKED,
+        expires_at=now - timedelta(seconds=1),
+    )
+    backing_off = make_connection(
+        organization_id="backoff",
+        expires_at=now,
+        next_attempt_at=now + timedelta(minutes=5),
+    )
+    assert set(LexofficeConnection.objects.active()) == {soon, later, unknown, backing_off}
+    assert set(LexofficeConnection.objects.expiring(300)) == {soon, unknown, revoked, backing_off}
+    assert set(LexofficeConnection.objects.expiring(timedelta(hours=4))) == {
+        soon, later, unknown, revoked, backing_off
+    }
+    assert set(LexofficeConnection.objects.due_for_refresh(300)) == {soon, unknown}
+    assert later.expires_within(4 * 3600) and not later.expires_within(60)
+    assert unknown.expires_within(0)
