@@ -89,3 +89,6 @@ FIELD_ENCRYPTION_KEY = os.environ.get(
 SOCIAL_AUTH_LEXOFFICE_KEY = "test-client-id"
 SOCIAL_AUTH_LEXOFFICE_SECRET = "test-client-secret-0123456789"
 SOCIAL_AUTH_LEXOFFICE_SCOPE = ["contacts.read"]
+
+# Tests that are about pacing set their own rate; the rest should not wait.
+LEXOFFICE_RATE_LIMIT = 1000

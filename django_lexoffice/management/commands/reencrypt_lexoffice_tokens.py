@@ -1,0 +1,38 @@
+"""``manage.py reencrypt_lexoffice_tokens``: re-encrypt every token with the newest key.
+
+Key rotation: put the new key first, ``FIELD_ENCRYPTION_KEY = [new, old]``, deploy,
+run this command, then remove the old key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from ...batch import reencrypt_connections
+from ...exceptions import TokenDecryptionError
+
+
+class Command(BaseCommand):
+    help = (
+        "Re-encrypt the tokens of every lexoffice connection with the first key of "
+        "FIELD_ENCRYPTION_KEY, row by row."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--dry-run", action="store_true", help="Check every row decrypts; change nothing."
+        )
+
+    def handle(self, *, dry_run: bool, **options: Any) -> None:
+        try:
+            summary = reencrypt_connections(dry_run=dry_run)
+        except TokenDecryptionError as exc:
+            raise CommandError(str(exc)) from None
+        count = summary.reencrypted
+        noun = f"connection{'s' if count != 1 else ''}"
+        if dry_run:
+            self.stdout.write(f"Would re-encrypt {count} {noun}; every row decrypts.")
+        else:
+            self.stdout.write(f"Re-encrypted {count} {noun} with the newest key.")
