@@ -24,6 +24,7 @@ from social_core.exceptions import AuthConfigurationError, AuthInputError, AuthR
 from social_core.pipeline import DEFAULT_AUTH_PIPELINE
 from social_core.utils import handle_http_errors
 
+from . import ratelimit
 from .conf import settings as lexoffice_settings
 
 #: Our step, appended to social-auth's default pipeline when the site sets none.
@@ -199,6 +200,7 @@ class LexofficeOAuth2(BaseOAuth2PKCE):
     # -- identity: /v1/profile -------------------------------------------------------------
 
     def user_data(self, access_token: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        ratelimit.acquire()  # the profile call counts against the client's API rate limit
         data = self.get_json(
             lexoffice_settings.PROFILE_URL,
             headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json"},
@@ -229,13 +231,11 @@ class LexofficeOAuth2(BaseOAuth2PKCE):
         created = response.get("created") or {}
         full_name = (created.get("userName") or "").strip()
         email = (created.get("userEmail") or "").strip()
-        first_name, last_name = self.get_user_names(full_name)
+        # First and last names are derived by the social_names pipeline step.
         return {
             "username": email.split("@")[0] if email else "lexoffice",
             "email": email,
             "fullname": full_name,
-            "first_name": first_name,
-            "last_name": last_name,
         }
 
     def extra_data(

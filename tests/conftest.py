@@ -14,6 +14,8 @@ from django.utils import timezone
 
 from django_lexoffice.models import LexofficeConnection
 
+pytest_plugins = ["django_lexoffice.testing.pytest_plugin"]
+
 ACCESS_TOKEN = "test-access-token-" + "A" * 40
 REFRESH_TOKEN = "test-refresh-token-" + "R" * 109  # 128 characters, like Lexware's
 
