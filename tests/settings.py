@@ -64,6 +64,13 @@ if os.environ.get("LEXOFFICE_TEST_DB", "sqlite") == "postgres":
             "USER": os.environ.get("LEXOFFICE_TEST_PGUSER", "postgres"),
             "NAME": os.environ.get("LEXOFFICE_TEST_PGNAME", "postgres"),
             "OPTIONS": {"connect_timeout": 5},
+            # One name per tox env, so suites running side by side don't collide.
+            "TEST": {
+                "NAME": os.environ.get(
+                    "LEXOFFICE_TEST_PGTESTNAME",
+                    "test_django_lexoffice_" + os.environ.get("TOX_ENV_NAME", "local").replace("-", "_"),
+                )
+            },
         }
     }
 else:

@@ -1,0 +1,13 @@
+"""Settings for worker processes started by the multi-process tests.
+
+They connect to the test database the parent test created and to the fake
+Lexware the parent serves over HTTP; both are passed in the environment.
+"""
+
+import os
+
+from tests.settings import *  # noqa: F403
+
+DATABASES["default"]["NAME"] = os.environ["LEXOFFICE_WORKER_DB_NAME"]  # noqa: F405
+LEXOFFICE_AUTH_BASE_URL = os.environ["LEXOFFICE_WORKER_FAKE_URL"]
+LEXOFFICE_API_BASE_URL = os.environ["LEXOFFICE_WORKER_FAKE_URL"]

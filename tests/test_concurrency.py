@@ -1,0 +1,153 @@
+"""Single-flight refresh proven on PostgreSQL with several OS processes (SECURITY.md 14).
+
+SQLite ignores row locks, so these run only with LEXOFFICE_TEST_DB=postgres. The
+fake Lexware answers over real HTTP from this process's live server; it rotates
+refresh tokens and kills the old one, so a second refresh with the same token
+would break the connection, exactly like Lexware.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.db import connection as db_connection
+from django.utils import timezone
+
+from django_lexoffice.models import LexofficeConnection
+from django_lexoffice.testing import FakeLexware
+
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.skipif(
+        os.environ.get("LEXOFFICE_TEST_DB") != "postgres",
+        reason="row locks need PostgreSQL: run with LEXOFFICE_TEST_DB=postgres (tox -e ...-postgres)",
+    ),
+]
+
+WORKERS = 4
+ROUNDS = 8
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def fake(live_server, settings):
+    fake = FakeLexware()
+    fake.reset()
+    fake.register_client(
+        settings.SOCIAL_AUTH_LEXOFFICE_KEY,
+        secret=settings.SOCIAL_AUTH_LEXOFFICE_SECRET,
+        redirect_uris=["http://testserver/lexoffice/callback/"],
+    )
+    yield fake
+    fake.reset()
+
+
+def worker_env(live_server) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings_worker",
+        "LEXOFFICE_TEST_DB": "postgres",
+        "LEXOFFICE_WORKER_DB_NAME": db_connection.settings_dict["NAME"],
+        "LEXOFFICE_WORKER_FAKE_URL": f"{live_server.url}/fake-lexware",
+        "PYTHONPATH": str(ROOT),
+    }
+
+
+def granted_connection(fake, user, organization_id="aa93e8a8-2aa3-470b-b914-caad8a255dd8"):
+    grant = fake.issue_tokens(
+        "test-client-id", organization_id=organization_id, scopes=["profile.read"]
+    )
+    return LexofficeConnection.objects.create(
+        user=user,
+        organization_id=organization_id,
+        access_token=grant["access_token"],
+        refresh_token=grant["refresh_token"],
+        expires_at=timezone.now() + timedelta(seconds=10),
+    )
+
+
+def wait_for(paths_glob: str, directory: Path, count: int, timeout: float = 60) -> list[Path]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = sorted(directory.glob(paths_glob))
+        if len(found) >= count:
+            return found
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {count} x {paths_glob} in {directory}")
+
+
+def test_sec14_four_processes_refresh_one_connection_lexware_sees_one_refresh(
+    transactional_db, live_server, fake, user, tmp_path
+):
+    connection = granted_connection(fake, user)
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.refresh_worker", str(connection.pk), str(ROUNDS),
+             str(tmp_path)],
+            env=worker_env(live_server), cwd=ROOT,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for _ in range(WORKERS)
+    ]
+    try:
+        wait_for("ready-*", tmp_path, WORKERS)
+        for round_number in range(ROUNDS):
+            before = fake.count("refresh")
+            # Make the connection due again, as time passing would.
+            row = LexofficeConnection.objects.get(pk=connection.pk)
+            row.expires_at = timezone.now() + timedelta(seconds=5)
+            row.save(update_fields=["expires_at"])
+            (tmp_path / f"go-{round_number}").write_text("go")
+            done = wait_for(f"done-{round_number}-*", tmp_path, WORKERS)
+            outcomes = sorted(path.read_text() for path in done)
+            assert outcomes == ["refreshed"] + ["skipped"] * (WORKERS - 1), outcomes
+            assert fake.count("refresh") == before + 1
+            row.refresh_from_db()
+            assert row.status == "active"
+            assert fake.is_refresh_token_valid(row.refresh_token)
+            assert fake.is_access_token_valid(row.access_token)
+    finally:
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    for process in processes:
+        _, err = process.communicate()
+        assert process.returncode == 0, err
+
+
+def test_sec14_overlapping_command_runs_refresh_each_connection_once(
+    transactional_db, live_server, fake, django_user_model
+):
+    users = [django_user_model.objects.create_user(f"u{i}") for i in range(30)]
+    connections = [granted_connection(fake, u) for u in users]
+    # A little latency per refresh so the two runs really overlap.
+    fake.inject("refresh", "slow", times=1000, seconds=0.03)
+    command = [sys.executable, "-m", "django", "refresh_lexoffice_tokens", "-v", "2"]
+    runs = [
+        subprocess.Popen(command, env=worker_env(live_server), cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    results = [run.communicate(timeout=120) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], results
+    refreshed_lines = [
+        line for out, _ in results for line in out.splitlines() if line.startswith("Refreshed ")
+        and "(#" in line
+    ]
+    assert len(refreshed_lines) == len(set(refreshed_lines)) == len(connections)
+    assert fake.count("refresh") == len(connections)
+    # Both runs did part of the work: they really overlapped.
+    per_run = [sum(line.startswith("Refreshed ") and "(#" in line for line in out.splitlines())
+               for out, _ in results]
+    assert all(count > 0 for count in per_run), per_run
+    for connection in connections:
+        connection.refresh_from_db()
+        assert fake.is_refresh_token_valid(connection.refresh_token)
