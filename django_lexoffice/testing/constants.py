@@ -1,0 +1,169 @@
+"""What Lexware enforces, as data (see LEXOFFICE.md): scopes, lifetimes, formats, demo companies."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Final, TypedDict
+
+#: Every scope Lexware knows. There is no ``openid`` and no ``profile`` scope.
+SCOPES: Final[tuple[str, ...]] = (
+    "profile.read",
+    "organization.read",
+    "contacts.read",
+    "contacts.write",
+    "contacts.bankaccounts.read",
+    "contacts.bankaccounts.write",
+    "articles.read",
+    "articles.write",
+    "invoices.read",
+    "invoices.write",
+    "credit-notes.read",
+    "credit-notes.write",
+    "order-confirmations.read",
+    "order-confirmations.write",
+    "quotations.read",
+    "quotations.write",
+    "delivery-notes.read",
+    "delivery-notes.write",
+    "dunnings.read",
+    "dunnings.write",
+    "recurring-templates.read",
+    "vouchers.read",
+    "vouchers.write",
+    "vouchers.sendmail",
+    "voucherlist.read",
+    "payments.read",
+    "files.read",
+    "files.write",
+    "files.status",
+    "finance.read",
+    "finance.write",
+    "finance.delete",
+    "cashbox.read",
+    "cashbox.write",
+    "cashbox.delete",
+    "transaction-assignment-hint.write",
+)
+
+CODE_LIFETIME: Final = 300  # seconds; the authorization code is single-use and lives 5 minutes
+ACCESS_TOKEN_LIFETIME: Final = 4 * 3600
+EXPIRES_IN: Final = 14399  # what Lexware answers in ``expires_in``
+REFRESH_TOKEN_LENGTH: Final = 128
+
+#: How long the cache keeps records. Expiry rules use the fake's clock, not these timeouts: they
+#: only bound how long garbage lives (a refresh token lives "until revoked" at Lexware).
+CODE_TTL: Final = 3600
+GRANT_TTL: Final = 30 * 24 * 3600
+
+#: RFC 7636 §4.1/§4.2: the verifier is 43-128 unreserved characters; an S256 challenge is the
+#: unpadded base64url of a SHA-256 digest, i.e. exactly 43 characters.
+VERIFIER_RE: Final = re.compile(r"[A-Za-z0-9\-._~]{43,128}")
+CHALLENGE_RE: Final = re.compile(r"[A-Za-z0-9_\-]{43}")
+#: LEXOFFICE.md: letters incl. äöüÄÖÜß, digits, whitespace and / ? . - { } " _ \ : = , ( )
+CONNECTION_NAME_RE: Final = re.compile(r"[A-Za-z0-9äöüÄÖÜß \t\n\r\f\v/?.\-{}\"_\\:=,()]*")
+
+#: Endpoints a fault can be injected into.
+ENDPOINTS: Final[tuple[str, ...]] = ("authorize", "token", "refresh", "revoke", "profile", "api")
+#: Names :meth:`FakeLexware.count` accepts.
+COUNTERS: Final[tuple[str, ...]] = (
+    "authorize",
+    "token",
+    "refresh",
+    "revoke",
+    "profile",
+    "api",
+    "rate_limited",
+)
+
+
+class Company(TypedDict):
+    """A Lexware company (organization) and the user who connects it."""
+
+    organization_id: str
+    company_name: str
+    user_id: str
+    user_name: str
+    user_email: str
+    business_features: list[str]
+    features: list[str]
+    subscription_status: str
+    tax_type: str
+    small_business: bool
+
+
+DEMO_COMPANIES: Final[tuple[Company, ...]] = (
+    {
+        "organization_id": "aa93e8a8-2aa3-470b-b914-caad8a255dd8",
+        "company_name": "Testfirma GmbH",
+        "user_id": "1aea5501-3f3e-403d-8492-2dad03016289",
+        "user_name": "Frau Erika Musterfrau",
+        "user_email": "erika.musterfrau@testfirma.de",
+        "business_features": ["INVOICING", "INVOICING_PRO", "BOOKKEEPING"],
+        "features": ["cashbox"],
+        "subscription_status": "active",
+        "tax_type": "net",
+        "small_business": False,
+    },
+    {
+        "organization_id": "5c3b7f52-1d8e-4b0a-9c57-2f6e4a1d9b30",
+        "company_name": "Musterfirma Bäckerei Schmidt GmbH",
+        "user_id": "8f0d2c4e-6a1b-4f3d-9e7c-1b5a3d2f4e60",
+        "user_name": "Herr Max Schmidt",
+        "user_email": "max.schmidt@baeckerei-schmidt.example",
+        "business_features": ["INVOICING", "BOOKKEEPING"],
+        "features": [],
+        "subscription_status": "active",
+        "tax_type": "gross",
+        "small_business": False,
+    },
+    {
+        "organization_id": "e2a9c6d1-7b4f-4c8e-a3d5-6f1b0e9c2a47",
+        "company_name": "Anna Weber Grafikdesign",
+        "user_id": "3c7e1a9b-5d2f-4e6a-8b0c-9d4f2a6e1c58",
+        "user_name": "Frau Anna Weber",
+        "user_email": "anna.weber@weber-design.example",
+        "business_features": ["INVOICING"],
+        "features": [],
+        "subscription_status": "active",
+        "tax_type": "vatfree",
+        "small_business": True,
+    },
+)
+
+#: Demo contacts per demo company (enough for several pages at a small page size).
+DEMO_CONTACT_NAMES: Final[dict[str, tuple[str, ...]]] = {
+    "aa93e8a8-2aa3-470b-b914-caad8a255dd8": (
+        "Müller Maschinenbau GmbH",
+        "Ingenieurbüro Krause",
+        "Fischer & Söhne KG",
+        "Zahnarztpraxis Dr. Wagner",
+        "Becker Logistik AG",
+        "Hoffmann IT-Service",
+        "Schäfer Gartenbau",
+    ),
+    "5c3b7f52-1d8e-4b0a-9c57-2f6e4a1d9b30": (
+        "Café am Markt",
+        "Hotel Sonnenhof",
+        "Mühle Braun OHG",
+        "Kita Regenbogen e.V.",
+        "Feinkost Neumann",
+    ),
+    "e2a9c6d1-7b4f-4c8e-a3d5-6f1b0e9c2a47": (
+        "Verlag Lindner",
+        "Agentur Wolkenkratzer",
+        "Theater im Hof",
+    ),
+}
+
+
+def scope_label(scope: str) -> str:
+    """A short German description of a scope for the consent page."""
+    noun, _, action = scope.rpartition(".")
+    verbs: dict[str, Any] = {
+        "read": "lesen",
+        "write": "schreiben",
+        "delete": "löschen",
+        "sendmail": "per E-Mail senden",
+        "status": "Status abfragen",
+    }
+    return f"{noun}: {verbs.get(action, action)}"
