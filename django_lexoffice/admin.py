@@ -1,22 +1,535 @@
-"""Admin for lexoffice connections: health at a glance, never a token."""
+"""Admin for lexoffice connections: health at a glance, never a token.
+
+The list never loads (so never decrypts) a token, and the read-only detail page
+only says whether each token is "set". The
+social-auth association admin is replaced by one that masks every token-like
+key of ``extra_data``, so legacy rows written before the pipeline scrubbed
+tokens cannot show one either.
+"""
 
 from __future__ import annotations
 
-from django.contrib import admin
+import json
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
 
-from .models import LexofficeConnection
+from django.apps import apps
+from django.contrib import admin, messages
+from django.contrib.admin.utils import flatten_fieldsets
+from django.contrib.auth import get_permission_codename, get_user_model
+from django.db.models import Model, QuerySet
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.formats import date_format
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from django.utils.translation import gettext, ngettext_lazy
+from django.utils.translation import gettext_lazy as _
+
+from . import tokens
+from .conf import settings as lexoffice_settings
+from .exceptions import (
+    ClientConfigurationError,
+    ConnectionNotActive,
+    RateLimitTimeout,
+    ReauthorizationRequired,
+    TransientRefreshError,
+)
+from .http import redact
+from .models import TOKEN_FIELDS, LexofficeConnection
+
+SOCIAL_AUTH_PROVIDER = "lexoffice"
+
+#: Badge colours per status; white text on these passes WCAG AA contrast.
+STATUS_COLOURS = {
+    LexofficeConnection.Status.ACTIVE: "#1a7f37",
+    LexofficeConnection.Status.REAUTHORIZATION_REQUIRED: "#b35900",
+    LexofficeConnection.Status.REVOKED: "#57606a",
+}
+
+
+def expiry_in_words(expires_at: datetime, now: datetime | None = None) -> str:
+    """Describe an access token's expiry relative to ``now``: "in 3 h 12 min", "expired 5 min ago".
+
+    Durations are rounded down and shown in their two largest units (days and
+    hours, hours and minutes, or minutes); a token expiring at ``now`` has expired.
+    """
+    now = timezone.now() if now is None else now
+    remaining = (expires_at - now).total_seconds()
+    duration = _duration_in_words(abs(remaining))
+    if remaining > 0:
+        return gettext("in %(duration)s") % {"duration": duration}
+    return gettext("expired %(duration)s ago") % {"duration": duration}
+
+
+def _duration_in_words(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    days, minutes = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(minutes, 60)
+    if days:
+        if hours:
+            return gettext("%(days)d d %(hours)d h") % {"days": days, "hours": hours}
+        return gettext("%(days)d d") % {"days": days}
+    if hours:
+        if minutes:
+            return gettext("%(hours)d h %(minutes)d min") % {"hours": hours, "minutes": minutes}
+        return gettext("%(hours)d h") % {"hours": hours}
+    if minutes:
+        return gettext("%(minutes)d min") % {"minutes": minutes}
+    return gettext("less than 1 min")
+
+
+class ExpiryListFilter(admin.SimpleListFilter):
+    """Filter by the access token's expiry, with ``LEXOFFICE_REFRESH_MARGIN`` as "soon"."""
+
+    title = _("expiry")
+    parameter_name = "expiry"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, Any]]:
+        return [
+            ("soon", _("Expires soon")),
+            ("expired", _("Expired")),
+            ("valid", _("Valid")),
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
+        now = timezone.now()
+        soon = now + timedelta(seconds=lexoffice_settings.REFRESH_MARGIN)
+        if self.value() == "soon":
+            return queryset.filter(expires_at__gt=now, expires_at__lte=soon)
+        if self.value() == "expired":
+            return queryset.filter(expires_at__lte=now)
+        if self.value() == "valid":
+            return queryset.filter(expires_at__gt=soon)
+        return None
+
+
+class ActionOutcome(NamedTuple):
+    """How one per-connection result of an admin action is reported."""
+
+    level: int
+    #: Summary shown once per outcome; formatted with ``{"count": n}``.
+    summary: Any
+    #: Entry in the connection's admin history.
+    history: Any
+
+
+REFRESH_OUTCOMES: dict[str, ActionOutcome] = {
+    "refreshed": ActionOutcome(
+        messages.SUCCESS,
+        ngettext_lazy(
+            "%(count)d connection refreshed.", "%(count)d connections refreshed.", "count"
+        ),
+        _("Refreshed the tokens."),
+    ),
+    "reauthorization_required": ActionOutcome(
+        messages.WARNING,
+        ngettext_lazy(
+            "%(count)d connection needs re-authorization: its user must connect again.",
+            "%(count)d connections need re-authorization: their users must connect again.",
+            "count",
+        ),
+        _("Refresh: Lexware no longer accepts the grant; re-authorization required."),
+    ),
+    "not_active": ActionOutcome(
+        messages.WARNING,
+        ngettext_lazy(
+            "%(count)d connection skipped: it is revoked or waits for re-authorization.",
+            "%(count)d connections skipped: they are revoked or wait for re-authorization.",
+            "count",
+        ),
+        _("Refresh skipped: the connection is not active."),
+    ),
+    "unavailable": ActionOutcome(
+        messages.ERROR,
+        ngettext_lazy(
+            "%(count)d refresh failed: Lexware unavailable. The tokens were kept and the "
+            "refresh will be retried.",
+            "%(count)d refreshes failed: Lexware unavailable. The tokens were kept and the "
+            "refreshes will be retried.",
+            "count",
+        ),
+        _("Refresh failed: Lexware unavailable; tokens kept."),
+    ),
+    "client_refused": ActionOutcome(
+        messages.ERROR,
+        ngettext_lazy(
+            "%(count)d refresh failed: Lexware refused the client. Check "
+            "SOCIAL_AUTH_LEXOFFICE_KEY and SOCIAL_AUTH_LEXOFFICE_SECRET.",
+            "%(count)d refreshes failed: Lexware refused the client. Check "
+            "SOCIAL_AUTH_LEXOFFICE_KEY and SOCIAL_AUTH_LEXOFFICE_SECRET.",
+            "count",
+        ),
+        _("Refresh failed: Lexware refused the client id or secret."),
+    ),
+    "rate_limited": ActionOutcome(
+        messages.ERROR,
+        ngettext_lazy(
+            "%(count)d refresh not attempted: the shared rate limit stayed busy. Try again later.",
+            "%(count)d refreshes not attempted: the shared rate limit stayed busy. "
+            "Try again later.",
+            "count",
+        ),
+        _("Refresh not attempted: the shared rate limit stayed busy."),
+    ),
+}
+
+REVOKE_OUTCOMES: dict[str, ActionOutcome] = {
+    "revoked": ActionOutcome(
+        messages.SUCCESS,
+        ngettext_lazy(
+            "%(count)d connection revoked at Lexware and disconnected.",
+            "%(count)d connections revoked at Lexware and disconnected.",
+            "count",
+        ),
+        _("Revoked at Lexware and disconnected."),
+    ),
+    "unconfirmed": ActionOutcome(
+        messages.WARNING,
+        ngettext_lazy(
+            "%(count)d connection disconnected, but Lexware did not confirm the revocation; "
+            "its user can end the access in lexoffice's settings.",
+            "%(count)d connections disconnected, but Lexware did not confirm the revocations; "
+            "their users can end the access in lexoffice's settings.",
+            "count",
+        ),
+        _("Disconnected; Lexware did not confirm the revocation."),
+    ),
+    "already_revoked": ActionOutcome(
+        messages.INFO,
+        ngettext_lazy(
+            "%(count)d connection was already revoked.",
+            "%(count)d connections were already revoked.",
+            "count",
+        ),
+        "",
+    ),
+}
+
+DETAIL_FIELDSETS: tuple[tuple[Any, dict[str, Any]], ...] = (
+    (
+        None,
+        {
+            "fields": (
+                "user_link",
+                "company_name",
+                "organization_id",
+                "connection_id",
+                "status_badge",
+                "scopes_display",
+            )
+        },
+    ),
+    (
+        _("Granted by (lexoffice user)"),
+        {
+            "fields": (
+                "lexoffice_user_name",
+                "lexoffice_user_email",
+                "lexoffice_user_id",
+                "social_auth_link",
+            )
+        },
+    ),
+    (
+        _("Tokens"),
+        {
+            "fields": (
+                "access_token_state",
+                "refresh_token_state",
+                "expires_at",
+                "expiry",
+                "last_refreshed_at",
+                "next_attempt_at",
+            )
+        },
+    ),
+    (_("Last error"), {"fields": ("last_error_display", "last_error_at", "consecutive_failures")}),
+    (_("Dates"), {"fields": ("created_at", "updated_at")}),
+)
 
 
 @admin.register(LexofficeConnection)
 class LexofficeConnectionAdmin(admin.ModelAdmin):
-    list_display = ("company_name", "organization_id", "user", "status", "expires_at")
-    list_filter = ("status",)
-    search_fields = ("user__username", "user__email", "company_name", "organization_id")
-    list_select_related = ("user",)
-    exclude = ("access_token", "refresh_token")
-    readonly_fields = tuple(
-        f.name for f in LexofficeConnection._meta.fields if f.name not in {"access_token", "refresh_token"}
-    )
+    """Every user's lexoffice connections, read-only, never showing a token.
 
-    def has_add_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+    Permissions (``django_lexoffice.<codename>``):
+
+    * ``view_lexofficeconnection``: see the list and the read-only detail pages.
+    * ``refresh_lexofficeconnection``: the "Refresh tokens now" action.
+    * ``revoke_lexofficeconnection``: the "Revoke and disconnect" action.
+    * ``delete_lexofficeconnection``: delete connections; each one is revoked at
+      Lexware first (also by the bulk "delete selected" action).
+    * ``change_lexofficeconnection`` allows viewing only: nothing here is editable,
+      and there is no add page (users connect through ``lexoffice:login``).
+    """
+
+    list_display = (
+        "user_link",
+        "company_name",
+        "organization_id",
+        "status_badge",
+        "expiry",
+        "last_refreshed_at",
+        "failures",
+        "scopes_display",
+    )
+    list_display_links = ("company_name",)
+    list_filter = ("status", ExpiryListFilter)
+    list_select_related = ("user",)
+    date_hierarchy = "created_at"
+    search_help_text = _("Search by username, e-mail address, company or organization id.")
+    fieldsets = DETAIL_FIELDSETS
+    readonly_fields = tuple(flatten_fieldsets(DETAIL_FIELDSETS))
+    actions = ("refresh_tokens", "revoke_connections")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[LexofficeConnection]:
+        # The admin never needs a token's value: the list is not decrypted at all
+        # (and still works when FIELD_ENCRYPTION_KEY is wrong); the detail page
+        # loads them only to say "set" or "not set".
+        return super().get_queryset(request).defer(*sorted(TOKEN_FIELDS))
+
+    def get_search_fields(self, request: HttpRequest) -> list[str]:
+        """Username, user e-mail, company, organization id and lexoffice e-mail: never a token."""
+        user_model = get_user_model()
+        return [
+            f"user__{user_model.USERNAME_FIELD}",
+            f"user__{user_model.get_email_field_name()}",
+            "company_name",
+            "organization_id",
+            "lexoffice_user_email",
+        ]
+
+    # -- permissions ---------------------------------------------------------------------
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Read-only for everyone; viewing needs the view (or change) permission.
+        return False
+
+    def has_refresh_permission(self, request: HttpRequest) -> bool:
+        """May the user run "Refresh tokens now"?"""
+        return self._has_custom_permission(request, "refresh")
+
+    def has_revoke_permission(self, request: HttpRequest) -> bool:
+        """May the user run "Revoke and disconnect"?"""
+        return self._has_custom_permission(request, "revoke")
+
+    def _has_custom_permission(self, request: HttpRequest, action: str) -> bool:
+        codename = get_permission_codename(action, self.opts)
+        return request.user.has_perm(f"{self.opts.app_label}.{codename}")
+
+    # -- columns and detail fields -------------------------------------------------------
+
+    @admin.display(description=_("user"), ordering=f"user__{get_user_model().USERNAME_FIELD}")
+    def user_link(self, obj: LexofficeConnection) -> str:
+        """The connection's user, linked to their admin page when there is one."""
+        return _admin_link(self.admin_site, obj.user) or str(obj.user)
+
+    @admin.display(description=_("status"), ordering="status")
+    def status_badge(self, obj: LexofficeConnection) -> SafeString:
+        """The status as a coloured badge."""
+        return format_html(
+            '<span class="lexoffice-status lexoffice-status-{}" style="background:{};color:#fff;'
+            "border-radius:10px;padding:2px 8px;font-size:0.85em;font-weight:600;"
+            'white-space:nowrap">{}</span>',
+            obj.status,
+            STATUS_COLOURS.get(obj.status, "#57606a"),
+            obj.get_status_display(),
+        )
+
+    @admin.display(description=_("expiry"), ordering="expires_at")
+    def expiry(self, obj: LexofficeConnection) -> str:
+        """The access token's expiry in words (red once expired), the exact time on hover."""
+        if obj.expires_at is None:
+            return self.get_empty_value_display()
+        expired = obj.expires_at <= timezone.now()
+        return format_html(
+            '<span title="{}" style="white-space:nowrap{}">{}</span>',
+            date_format(timezone.localtime(obj.expires_at), "DATETIME_FORMAT"),
+            ";color:var(--error-fg)" if expired else "",
+            expiry_in_words(obj.expires_at),
+        )
+
+    @admin.display(description=_("failures"), ordering="consecutive_failures")
+    def failures(self, obj: LexofficeConnection) -> str:
+        """Consecutive failed refreshes, in red when there are any."""
+        if not obj.consecutive_failures:
+            return "0"
+        return format_html(
+            '<strong style="color:var(--error-fg)">{}</strong>', obj.consecutive_failures
+        )
+
+    @admin.display(description=_("scopes"))
+    def scopes_display(self, obj: LexofficeConnection) -> str:
+        """The granted scopes, comma-separated."""
+        scopes = obj.scopes if isinstance(obj.scopes, list) else [obj.scopes]
+        return ", ".join(str(scope) for scope in scopes) or self.get_empty_value_display()
+
+    @admin.display(description=_("access token"))
+    def access_token_state(self, obj: LexofficeConnection) -> str:
+        """Whether an access token is stored ("set" / "not set"), never the token."""
+        return _set_or_not(obj.has_access_token)
+
+    @admin.display(description=_("refresh token"))
+    def refresh_token_state(self, obj: LexofficeConnection) -> str:
+        """Whether a refresh token is stored ("set" / "not set"), never the token."""
+        return _set_or_not(obj.has_refresh_token)
+
+    @admin.display(description=_("last error"))
+    def last_error_display(self, obj: LexofficeConnection) -> str:
+        """Status and body of the last failed call to Lexware (recorded token-free)."""
+        if not obj.last_error:
+            return self.get_empty_value_display()
+        return format_html(
+            '<pre style="white-space:pre-wrap;margin:0;padding:0">{}</pre>', obj.last_error
+        )
+
+    @admin.display(description=_("social-auth association"))
+    def social_auth_link(self, obj: LexofficeConnection) -> str:
+        """The ``UserSocialAuth`` row of the lexoffice user who granted access, if any."""
+        association = _social_auth_association(obj.lexoffice_user_id)
+        if association is None:
+            return self.get_empty_value_display()
+        label = f"{association.provider}: {association.uid}"
+        return _admin_link(self.admin_site, association, label) or label
+
+    # -- deletion: revoke first ----------------------------------------------------------
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)
+        if "delete_selected" in actions:
+            function, name, _description = actions["delete_selected"]
+            actions["delete_selected"] = (
+                function,
+                name,
+                _("Revoke at Lexware and delete selected %(verbose_name_plural)s"),
+            )
+        return actions
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        # One by one, each in its own transaction, so the pre_delete receiver revokes
+        # each grant at Lexware before its row goes. A queryset delete would hold one
+        # transaction open across every call to Lexware.
+        for connection in queryset:
+            connection.delete()
+
+    # -- actions -------------------------------------------------------------------------
+
+    @admin.action(description=_("Refresh tokens now"), permissions=["refresh"])
+    def refresh_tokens(self, request: HttpRequest, queryset: QuerySet[LexofficeConnection]) -> None:
+        """Refresh each selected connection through :func:`django_lexoffice.tokens.refresh`."""
+        self._run(request, queryset, _refresh_one, REFRESH_OUTCOMES)
+
+    @admin.action(description=_("Revoke and disconnect"), permissions=["revoke"])
+    def revoke_connections(
+        self, request: HttpRequest, queryset: QuerySet[LexofficeConnection]
+    ) -> None:
+        """Revoke each selected connection through :func:`django_lexoffice.tokens.revoke`."""
+        self._run(request, queryset, _revoke_one, REVOKE_OUTCOMES)
+
+    def _run(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[LexofficeConnection],
+        handle: Callable[[LexofficeConnection], str],
+        outcomes: dict[str, ActionOutcome],
+    ) -> None:
+        counts: Counter[str] = Counter()
+        for connection in queryset:
+            outcome = handle(connection)
+            counts[outcome] += 1
+            if outcomes[outcome].history:
+                self.log_change(request, connection, str(outcomes[outcome].history))
+        for outcome, report in outcomes.items():
+            if counts[outcome]:
+                self.message_user(
+                    request, report.summary % {"count": counts[outcome]}, report.level
+                )
+
+
+def _refresh_one(connection: LexofficeConnection) -> str:
+    try:
+        tokens.refresh(connection, force=True)
+    except ReauthorizationRequired:
+        return "reauthorization_required"
+    except ConnectionNotActive:
+        return "not_active"
+    except ClientConfigurationError:
+        return "client_refused"
+    except TransientRefreshError:
+        return "unavailable"
+    except RateLimitTimeout:
+        return "rate_limited"
+    return "refreshed"
+
+
+def _revoke_one(connection: LexofficeConnection) -> str:
+    if connection.status == LexofficeConnection.Status.REVOKED:
+        return "already_revoked"
+    return "revoked" if tokens.revoke(connection) else "unconfirmed"
+
+
+def _set_or_not(is_set: bool) -> str:
+    return gettext("set") if is_set else gettext("not set")
+
+
+def _admin_link(site: admin.AdminSite, obj: Model, label: str | None = None) -> str | None:
+    """A link to ``obj``'s change page on ``site``, or ``None`` if it has none there."""
+    if not site.is_registered(type(obj)):
+        return None
+    opts = obj._meta
+    url = reverse(
+        f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk], current_app=site.name
+    )
+    return format_html('<a href="{}">{}</a>', url, obj if label is None else label)
+
+
+def _social_auth_association(uid: str) -> Model | None:
+    if not uid:
+        return None
+    from social_django.models import UserSocialAuth
+
+    return UserSocialAuth.objects.filter(provider=SOCIAL_AUTH_PROVIDER, uid=uid).first()
+
+
+# -- social_django's UserSocialAuth admin, without tokens ---------------------------------
+
+
+def masked_extra_data(extra_data: Any) -> str:
+    """``extra_data`` as indented JSON, each token-like key's value and token-shaped
+    string replaced by ``[redacted]``."""
+    return json.dumps(redact(extra_data), indent=2, ensure_ascii=False, sort_keys=True)
+
+
+# Without social_django the site fails its system checks (lexoffice.E004); importing
+# its models here would crash the admin's autodiscovery before those could tell why.
+if apps.is_installed("social_django"):  # pragma: no branch
+    # Importing social_django's admin first makes its registration happen now,
+    # whatever the order of INSTALLED_APPS, so it can be replaced here.
+    from social_django.admin import UserSocialAuthOption
+    from social_django.models import UserSocialAuth
+
+    class TokenFreeUserSocialAuthAdmin(UserSocialAuthOption):
+        """social_django's ``UserSocialAuth`` admin; ``extra_data`` masked, never editable."""
+
+        exclude = ("extra_data",)
+
+        def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+            return (*super().get_readonly_fields(request, obj), "extra_data_masked")
+
+        @admin.display(description=_("extra data"))
+        def extra_data_masked(self, obj: UserSocialAuth) -> str:
+            """``extra_data`` with every token-like key and value replaced by ``[redacted]``."""
+            return format_html(
+                '<pre style="white-space:pre-wrap;margin:0;padding:0">{}</pre>',
+                masked_extra_data(obj.extra_data),
+            )
+
+    admin.site.unregister(UserSocialAuth)
+    admin.site.register(UserSocialAuth, TokenFreeUserSocialAuthAdmin)
