@@ -13,7 +13,7 @@ import json
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from django.apps import apps
 from django.contrib import admin, messages
@@ -44,7 +44,12 @@ from .models import TOKEN_FIELDS, LexofficeConnection
 SOCIAL_AUTH_PROVIDER = "lexoffice"
 
 #: Badge colours per status; white text on these passes WCAG AA contrast.
-STATUS_COLOURS = {
+if TYPE_CHECKING:
+    _ModelAdmin = admin.ModelAdmin[LexofficeConnection]
+else:
+    _ModelAdmin = admin.ModelAdmin
+
+STATUS_COLOURS: dict[str, str] = {
     LexofficeConnection.Status.ACTIVE: "#1a7f37",
     LexofficeConnection.Status.REAUTHORIZATION_REQUIRED: "#b35900",
     LexofficeConnection.Status.REVOKED: "#57606a",
@@ -88,7 +93,9 @@ class ExpiryListFilter(admin.SimpleListFilter):
     title = _("expiry")
     parameter_name = "expiry"
 
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, Any]]:
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]
+    ) -> list[tuple[str, Any]]:
         return [
             ("soon", _("Expires soon")),
             ("expired", _("Expired")),
@@ -209,7 +216,7 @@ REVOKE_OUTCOMES: dict[str, ActionOutcome] = {
     ),
 }
 
-DETAIL_FIELDSETS: tuple[tuple[Any, dict[str, Any]], ...] = (
+DETAIL_FIELDSETS: Any = (
     (
         None,
         {
@@ -253,7 +260,7 @@ DETAIL_FIELDSETS: tuple[tuple[Any, dict[str, Any]], ...] = (
 
 
 @admin.register(LexofficeConnection)
-class LexofficeConnectionAdmin(admin.ModelAdmin):
+class LexofficeConnectionAdmin(_ModelAdmin):
     """Every user's lexoffice connections, read-only, never showing a token.
 
     Permissions (``django_lexoffice.<codename>``):
@@ -402,8 +409,8 @@ class LexofficeConnectionAdmin(admin.ModelAdmin):
     # -- deletion: revoke first ----------------------------------------------------------
 
     def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        actions = super().get_actions(request)
-        if "delete_selected" in actions:
+        actions: dict[str, Any] = super().get_actions(request)
+        if actions.get("delete_selected") is not None:
             function, name, _description = actions["delete_selected"]
             actions["delete_selected"] = (
                 function,
@@ -490,7 +497,7 @@ def _admin_link(site: admin.AdminSite, obj: Model, label: str | None = None) -> 
     return format_html('<a href="{}">{}</a>', url, obj if label is None else label)
 
 
-def _social_auth_association(uid: str) -> Model | None:
+def _social_auth_association(uid: str) -> Any:
     if not uid:
         return None
     from social_django.models import UserSocialAuth

@@ -57,7 +57,7 @@ def sanitize_connection_name(value: str) -> str:
     return cleaned[:CONNECTION_NAME_MAX_LENGTH].strip()
 
 
-class LexofficeOAuth2(BaseOAuth2PKCE):
+class LexofficeOAuth2(BaseOAuth2PKCE[Any]):
     """lexoffice (Lexware Office) login and connection over OAuth 2.1 + PKCE (S256)."""
 
     name = "lexoffice"
@@ -123,7 +123,7 @@ class LexofficeOAuth2(BaseOAuth2PKCE):
                 parameter="PKCE_CODE_CHALLENGE_METHOD",
                 stage="begin",
             )
-        return super().generate_code_challenge(code_verifier, challenge_method)
+        return str(super().generate_code_challenge(code_verifier, challenge_method))  # type: ignore[no-untyped-call]
 
     # -- authorization request ------------------------------------------------------------
 
@@ -162,15 +162,13 @@ class LexofficeOAuth2(BaseOAuth2PKCE):
         if isinstance(code, list):
             code = code[0] if len(code) == 1 else None
         if not isinstance(code, str) or not code or len(code) > 2048:
-            raise AuthInputError(
-                self, parameter="code", code="missing_parameter", stage="callback"
-            )
+            raise AuthInputError(self, parameter="code", code="missing_parameter", stage="callback")
         params = self.auth_complete_params(state)
         response = self.request_access_token(
             self.access_token_url(),
             data=params,
             headers=self.auth_headers(),
-            auth=self.auth_complete_credentials(),
+            auth=self.auth_complete_credentials(),  # type: ignore[no-untyped-call]
             method="POST",
         )
         access_token = self.get_access_token(response)
@@ -178,7 +176,7 @@ class LexofficeOAuth2(BaseOAuth2PKCE):
         return self.do_auth(access_token, *args, response=response, **kwargs)
 
     def auth_complete_params(self, state: str | None = None) -> dict[str, str]:
-        params = super().auth_complete_params(state)
+        params: dict[str, str] = super().auth_complete_params(state)  # type: ignore[no-untyped-call]
         params.pop("client_secret", None)  # never in the body (client_secret_basic)
         if self.use_basic_auth():
             params.pop("client_id", None)

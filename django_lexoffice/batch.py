@@ -126,7 +126,7 @@ def iter_due(queryset: Any, batch_size: int = BATCH_SIZE) -> Iterator[LexofficeC
         yield from batch
         if len(batch) < batch_size:
             return
-        cursor = next_cursor  # type: ignore[assignment]
+        cursor = next_cursor
 
 
 def refresh_due_connections(
@@ -196,7 +196,9 @@ def _refresh_one(connection: LexofficeConnection, *, force: bool, margin: float)
     return ("refreshed" if result.refreshed else "skipped"), ""
 
 
-def _report(report: Reporter | None, connection: LexofficeConnection, outcome: str, detail: str) -> None:
+def _report(
+    report: Reporter | None, connection: LexofficeConnection, outcome: str, detail: str
+) -> None:
     if report is not None:
         report(connection, outcome, detail)
 

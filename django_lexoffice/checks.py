@@ -36,7 +36,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
         errors.append(
             Error(
                 "SOCIAL_AUTH_LEXOFFICE_KEY (the client id Lexware gave you) is not set.",
-                hint='Add SOCIAL_AUTH_LEXOFFICE_KEY = os.environ["LEXOFFICE_CLIENT_ID"] to your settings.',
+                hint='Add SOCIAL_AUTH_LEXOFFICE_KEY = os.environ["LEXOFFICE_CLIENT_ID"] '
+                "to your settings.",
                 id="lexoffice.E001",
             )
         )
@@ -81,11 +82,13 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
         )
     for name in ("LEXOFFICE_AUTH_BASE_URL", "LEXOFFICE_API_BASE_URL"):
         value = getattr(django_settings, name, None)
-        if value and (urlsplit(str(value)).scheme not in {"http", "https"} or not urlsplit(str(value)).netloc):
+        if value and (
+            urlsplit(str(value)).scheme not in {"http", "https"} or not urlsplit(str(value)).netloc
+        ):
             errors.append(
                 Error(
                     f"{name} must be an absolute http(s) URL, got {value!r}.",
-                    hint=f'Remove {name} to use Lexware\'s host, or set LEXOFFICE_SANDBOX = True.',
+                    hint=f"Remove {name} to use Lexware's host, or set LEXOFFICE_SANDBOX = True.",
                     id="lexoffice.E007",
                 )
             )
@@ -96,19 +99,29 @@ def _check_encryption_key() -> list[Error]:
     from cryptography.fernet import Fernet
 
     hint = (
-        "Generate one with: python -c \"from cryptography.fernet import Fernet; "
-        "print(Fernet.generate_key().decode())\" and set FIELD_ENCRYPTION_KEY from the environment."
+        'Generate one with: python -c "from cryptography.fernet import Fernet; '
+        'print(Fernet.generate_key().decode())" and set FIELD_ENCRYPTION_KEY from the environment.'
     )
     keys = getattr(django_settings, "FIELD_ENCRYPTION_KEY", None)
     if not keys:
-        return [Error("FIELD_ENCRYPTION_KEY is not set: tokens cannot be stored encrypted.",
-                      hint=hint, id="lexoffice.E002")]
+        return [
+            Error(
+                "FIELD_ENCRYPTION_KEY is not set: tokens cannot be stored encrypted.",
+                hint=hint,
+                id="lexoffice.E002",
+            )
+        ]
     for key in keys if isinstance(keys, (list, tuple)) else [keys]:
         try:
             Fernet(key)
         except (ValueError, TypeError):
-            return [Error("FIELD_ENCRYPTION_KEY is not a valid Fernet key (or list of keys).",
-                          hint=hint, id="lexoffice.E002")]
+            return [
+                Error(
+                    "FIELD_ENCRYPTION_KEY is not a valid Fernet key (or list of keys).",
+                    hint=hint,
+                    id="lexoffice.E002",
+                )
+            ]
     return []
 
 

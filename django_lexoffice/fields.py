@@ -14,16 +14,23 @@ closes two traps of version 0.6.5:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.fernet import InvalidToken
 from django.core.exceptions import FieldError
+from django.db import models
 from encrypted_model_fields import fields as encrypted_fields
 
 from .exceptions import TokenDecryptionError, UnsafeTokenWriteError
 
+if TYPE_CHECKING:
+    # The library is untyped; to type checkers the field is a TextField of str.
+    _EncryptedTextField = models.TextField[str, str]
+else:
+    _EncryptedTextField = encrypted_fields.EncryptedTextField
 
-class EncryptedTokenField(encrypted_fields.EncryptedTextField):
+
+class EncryptedTokenField(_EncryptedTextField):
     """A Fernet-encrypted text column that fails loudly instead of corrupting data."""
 
     description = "An OAuth token, encrypted at rest"
@@ -34,7 +41,7 @@ class EncryptedTokenField(encrypted_fields.EncryptedTextField):
         if isinstance(value, bytes):
             value = value.decode("utf-8")
         try:
-            return encrypted_fields.decrypt_str(value)
+            return str(encrypted_fields.decrypt_str(value))
         except InvalidToken:
             # The library's own to_python() would return the ciphertext here.
             raise TokenDecryptionError(
@@ -62,4 +69,3 @@ class EncryptedTokenField(encrypted_fields.EncryptedTextField):
                 f"Encrypted field {self.name!r} cannot be filtered on ({lookup_name!r})."
             )
         return super().get_lookup(lookup_name)
-

@@ -22,7 +22,9 @@ BODY_LIMIT = 500
 REDACTED = "[redacted]"
 _TOKEN_KEY = re.compile(r"token|secret|code|verifier|password|authorization", re.IGNORECASE)
 # Anything shaped like a bearer token or JWT in free text.
-_TOKEN_LIKE = re.compile(r"[A-Za-z0-9_\-]{20,}\.[A-Za-z0-9_\-]{20,}(\.[A-Za-z0-9_\-]+)?|[A-Za-z0-9_\-]{60,}")
+_TOKEN_LIKE = re.compile(
+    r"[A-Za-z0-9_\-]{20,}\.[A-Za-z0-9_\-]{20,}(\.[A-Za-z0-9_\-]+)?|[A-Za-z0-9_\-]{60,}"
+)
 
 
 @sensitive_variables("data", "secret")
@@ -48,9 +50,8 @@ def post_form(url: str, data: dict[str, str]) -> requests.Response:
 
 def error_code(data: Any) -> str | None:
     """The RFC 6749 §5.2 ``error`` of a parsed response body, if any."""
-    if isinstance(data, dict) and isinstance(data.get("error"), str):
-        return data["error"]
-    return None
+    error = data.get("error") if isinstance(data, dict) else None
+    return error if isinstance(error, str) else None
 
 
 def redact(value: Any) -> Any:

@@ -23,7 +23,9 @@ class LexofficeConnectionQuerySet(models.QuerySet["LexofficeConnection"]):
         """Connections whose tokens are usable (status ``active``)."""
         return self.filter(status=LexofficeConnection.Status.ACTIVE)
 
-    def expiring(self, within: timedelta | int | float | None = None) -> LexofficeConnectionQuerySet:
+    def expiring(
+        self, within: timedelta | int | float | None = None
+    ) -> LexofficeConnectionQuerySet:
         """Connections whose access token expires within ``within`` (a timedelta or
         seconds; default ``LEXOFFICE_REFRESH_MARGIN``), or whose expiry is unknown."""
         from .conf import settings as lexoffice_settings
@@ -35,7 +37,9 @@ class LexofficeConnectionQuerySet(models.QuerySet["LexofficeConnection"]):
         deadline = timezone.now() + within
         return self.filter(models.Q(expires_at__lte=deadline) | models.Q(expires_at__isnull=True))
 
-    def due_for_refresh(self, within: timedelta | int | float | None = None) -> LexofficeConnectionQuerySet:
+    def due_for_refresh(
+        self, within: timedelta | int | float | None = None
+    ) -> LexofficeConnectionQuerySet:
         """Active, expiring connections not waiting out a backoff after a failure."""
         now = timezone.now()
         return (

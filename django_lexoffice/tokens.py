@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 import requests
@@ -41,7 +41,7 @@ BACKOFF_BASE_SECONDS = 60
 BACKOFF_MAX_SECONDS = 3600
 
 
-class RefreshOutcome(str, Enum):
+class RefreshOutcome(StrEnum):
     REFRESHED = "refreshed"
     SKIPPED = "skipped"  # another worker refreshed it meanwhile, or it is not due
 
@@ -201,7 +201,9 @@ def _mark_reauthorization_required(
     current.status = LexofficeConnection.Status.REAUTHORIZATION_REQUIRED
     _record_error(current, reason)
     current.next_attempt_at = None
-    current.save(update_fields=["status", "last_error", "last_error_at", "next_attempt_at", "updated_at"])
+    current.save(
+        update_fields=["status", "last_error", "last_error_at", "next_attempt_at", "updated_at"]
+    )
     logger.warning("lexoffice connection %s needs re-authorization: %s", current.pk, reason)
     return ReauthorizationRequired(
         "Lexware no longer accepts this connection; the user must connect again.",
@@ -236,7 +238,9 @@ def revoke_at_lexware(connection: LexofficeConnection) -> bool:
             error = f"revoke answered {describe_response(response)}"
     if error:
         _record_error(connection, error)
-        logger.warning("Revoking lexoffice connection %s at Lexware failed: %s", connection.pk, error)
+        logger.warning(
+            "Revoking lexoffice connection %s at Lexware failed: %s", connection.pk, error
+        )
         return False
     return True
 
@@ -291,7 +295,9 @@ def _valid_token_payload(data: dict[str, Any]) -> bool:
     return (
         isinstance(access_token, str)
         and 0 < len(access_token) <= 8192
-        and (refresh_token is None or (isinstance(refresh_token, str) and len(refresh_token) <= 8192))
+        and (
+            refresh_token is None or (isinstance(refresh_token, str) and len(refresh_token) <= 8192)
+        )
         and isinstance(expires_in, (int, float))
         and not isinstance(expires_in, bool)
         and 0 < expires_in <= 10 * 365 * 86400

@@ -174,12 +174,17 @@ def _failure_page(request: HttpRequest, reason: str) -> HttpResponse:
     return _no_referrer(response)
 
 
+def _user(request: HttpRequest) -> Any:
+    """The logged-in user (the views using this are ``login_required``)."""
+    return request.user
+
+
 @never_cache
 @login_required
 @require_GET
 def connections(request: HttpRequest) -> HttpResponse:
     """The logged-in user's own lexoffice connections."""
-    user_connections = LexofficeConnection.objects.filter(user=request.user).order_by(
+    user_connections = LexofficeConnection.objects.filter(user=_user(request)).order_by(
         "company_name", "pk"
     )
     return render(
@@ -195,7 +200,7 @@ def connections(request: HttpRequest) -> HttpResponse:
 @require_POST
 def disconnect(request: HttpRequest, pk: int) -> HttpResponse:
     """Revoke one of the user's own connections at Lexware and clear its tokens."""
-    connection = get_object_or_404(LexofficeConnection, pk=pk, user=request.user)
+    connection = get_object_or_404(LexofficeConnection, pk=pk, user=_user(request))
     name = connection.company_name or connection.organization_id
     if tokens.revoke(connection):
         messages.success(

@@ -37,11 +37,17 @@ def main(dist: Path) -> int:
     problems += [
         "wheel lacks the fake Lexware's templates"
         for _ in [0]
-        if not any(name.startswith("django_lexoffice/templates/django_lexoffice/fake/") for name in names)
+        if not any(
+            name.startswith("django_lexoffice/templates/django_lexoffice/fake/") for name in names
+        )
     ]
     with tarfile.open(sdists[-1]) as sdist:
         members = {member.name.split("/", 1)[-1] for member in sdist.getmembers()}
-    problems += [f"sdist lacks {name}" for name in ("README.rst", "CHANGELOG.rst", "LICENSE") if name not in members]
+    problems += [
+        f"sdist lacks {name}"
+        for name in ("README.rst", "CHANGELOG.rst", "LICENSE")
+        if name not in members
+    ]
     for problem in problems:
         print(problem, file=sys.stderr)
     if not problems:

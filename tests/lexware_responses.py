@@ -15,8 +15,13 @@ NEW_REFRESH = "new-refresh-token-" + "M" * 110
 
 
 def token_response(access=NEW_ACCESS, refresh=NEW_REFRESH, expires_in=14399, **extra):
-    body = {"access_token": access, "expires_in": expires_in, "token_type": "Bearer",
-            "scope": "read write", **extra}
+    body = {
+        "access_token": access,
+        "expires_in": expires_in,
+        "token_type": "Bearer",
+        "scope": "read write",
+        **extra,
+    }
     if refresh is not None:
         body["refresh_token"] = refresh
     return body

@@ -68,7 +68,8 @@ if os.environ.get("LEXOFFICE_TEST_DB", "sqlite") == "postgres":
             "TEST": {
                 "NAME": os.environ.get(
                     "LEXOFFICE_TEST_PGTESTNAME",
-                    "test_django_lexoffice_" + os.environ.get("TOX_ENV_NAME", "local").replace("-", "_"),
+                    "test_django_lexoffice_"
+                    + os.environ.get("TOX_ENV_NAME", "local").replace("-", "_"),
                 )
             },
         }

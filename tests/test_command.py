@@ -114,7 +114,11 @@ def test_filters_force_and_limit(rsps, make_connection, django_user_model):
     make_connection(user=other, organization_id="theirs", expires_at=in_(3600))
     add_refresh(rsps)
     out, err, code = run("--force", "--user", "erika")
-    assert (out, err, code) == ("Refreshed 1, skipped 0, failed 0, re-authorization required 0.\n", "", 0)
+    assert (out, err, code) == (
+        "Refreshed 1, skipped 0, failed 0, re-authorization required 0.\n",
+        "",
+        0,
+    )
     add_refresh(rsps)
     out, _, _ = run("--force", "--organization", "theirs")
     assert out.startswith("Refreshed 1,")
@@ -150,7 +154,8 @@ def test_batches_visit_every_row_once(rsps, make_connection):
     for i in range(7):
         make_connection(organization_id=f"o{i}", expires_at=in_(i) if i % 3 else None)
     rsps.add_callback(
-        responses.POST, TOKEN_URL,
+        responses.POST,
+        TOKEN_URL,
         callback=lambda request: (200, {}, __import__("json").dumps(token_response())),
     )
     seen = []
@@ -163,7 +168,8 @@ def test_queries_per_connection_stay_flat(rsps, make_connection, django_assert_m
     from django_lexoffice.batch import refresh_due_connections
 
     rsps.add_callback(
-        responses.POST, TOKEN_URL,
+        responses.POST,
+        TOKEN_URL,
         callback=lambda request: (200, {}, __import__("json").dumps(token_response())),
     )
     for i in range(20):
@@ -191,7 +197,8 @@ def run_reencrypt(*args):
 def raw_tokens(pk):
     with db_connection.cursor() as cursor:
         cursor.execute(
-            "SELECT access_token, refresh_token FROM django_lexoffice_lexofficeconnection WHERE id = %s",
+            "SELECT access_token, refresh_token FROM django_lexoffice_lexofficeconnection "
+            "WHERE id = %s",
             [pk],
         )
         return cursor.fetchone()
@@ -230,6 +237,6 @@ def test_reencrypt_reports_rows_it_cannot_decrypt(make_connection, monkeypatch):
 def test_network_errors_are_reported_without_tokens(rsps, make_connection):
     make_connection(expires_at=in_(5))
     rsps.add(responses.POST, TOKEN_URL, body=requests.ReadTimeout("read timed out"))
-    out, err, code = run()
+    _, err, code = run()
     assert code == 1 and "ReadTimeout" in err and REFRESH_TOKEN[:16] not in err
     assert form(rsps.calls[0])["grant_type"] == "refresh_token"

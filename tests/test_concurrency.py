@@ -26,7 +26,7 @@ pytestmark = [
     pytest.mark.postgres,
     pytest.mark.skipif(
         os.environ.get("LEXOFFICE_TEST_DB") != "postgres",
-        reason="row locks need PostgreSQL: run with LEXOFFICE_TEST_DB=postgres (tox -e ...-postgres)",
+        reason="row locks need PostgreSQL: run with LEXOFFICE_TEST_DB=postgres",
     ),
 ]
 
@@ -88,10 +88,19 @@ def test_sec14_four_processes_refresh_one_connection_lexware_sees_one_refresh(
     connection = granted_connection(fake, user)
     processes = [
         subprocess.Popen(
-            [sys.executable, "-m", "tests.refresh_worker", str(connection.pk), str(ROUNDS),
-             str(tmp_path)],
-            env=worker_env(live_server), cwd=ROOT,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "tests.refresh_worker",
+                str(connection.pk),
+                str(ROUNDS),
+                str(tmp_path),
+            ],
+            env=worker_env(live_server),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for _ in range(WORKERS)
     ]
@@ -132,21 +141,31 @@ def test_sec14_overlapping_command_runs_refresh_each_connection_once(
     fake.inject("refresh", "slow", times=1000, seconds=0.03)
     command = [sys.executable, "-m", "django", "refresh_lexoffice_tokens", "-v", "2"]
     runs = [
-        subprocess.Popen(command, env=worker_env(live_server), cwd=ROOT,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            command,
+            env=worker_env(live_server),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(2)
     ]
     results = [run.communicate(timeout=120) for run in runs]
     assert [run.returncode for run in runs] == [0, 0], results
     refreshed_lines = [
-        line for out, _ in results for line in out.splitlines() if line.startswith("Refreshed ")
-        and "(#" in line
+        line
+        for out, _ in results
+        for line in out.splitlines()
+        if line.startswith("Refreshed ") and "(#" in line
     ]
     assert len(refreshed_lines) == len(set(refreshed_lines)) == len(connections)
     assert fake.count("refresh") == len(connections)
     # Both runs did part of the work: they really overlapped.
-    per_run = [sum(line.startswith("Refreshed ") and "(#" in line for line in out.splitlines())
-               for out, _ in results]
+    per_run = [
+        sum(line.startswith("Refreshed ") and "(#" in line for line in out.splitlines())
+        for out, _ in results
+    ]
     assert all(count > 0 for count in per_run), per_run
     for connection in connections:
         connection.refresh_from_db()

@@ -74,7 +74,9 @@ def test_sec11_no_plaintext_token_in_any_raw_row(client, fake_lexware):
     with db_connection.cursor() as cursor:
         cursor.execute("SELECT extra_data FROM social_auth_usersocialauth")
         extra = cursor.fetchone()[0]
-        cursor.execute("SELECT access_token, refresh_token FROM django_lexoffice_lexofficeconnection")
+        cursor.execute(
+            "SELECT access_token, refresh_token FROM django_lexoffice_lexofficeconnection"
+        )
         columns = " ".join(cursor.fetchone())
         cursor.execute("SELECT COUNT(*) FROM social_auth_partial")
         assert cursor.fetchone()[0] == 0
@@ -123,9 +125,7 @@ def test_sec09_accounts_are_never_matched_by_email(client, fake_lexware, django_
 def test_sec09_uid_is_compared_exactly(client, fake_lexware, django_user_model):
     company = fake_lexware.companies()[0]
     other = django_user_model.objects.create_user("other")
-    UserSocialAuth.objects.create(
-        user=other, provider="lexoffice", uid=company["user_id"].upper()
-    )
+    UserSocialAuth.objects.create(user=other, provider="lexoffice", uid=company["user_id"].upper())
     connect(client, fake_lexware, company=company["organization_id"])
     assert LexofficeConnection.objects.get().user != other
 
@@ -144,7 +144,9 @@ def test_sec03_sec06_state_is_checked_before_error_and_spent(client, fake_lexwar
     state = query(url)["state"]
     # An error callback with a forged state is a state failure, not "declined".
     response = client.get("/lexoffice/callback/", {"state": "forged", "error": "access_denied"})
-    assert response.status_code == 400 and b"invalid, expired or was already used" in response.content
+    assert (
+        response.status_code == 400 and b"invalid, expired or was already used" in response.content
+    )
     # The real state is spent by an error callback: it cannot be used afterwards.
     client.get("/lexoffice/callback/", {"state": state, "error": "access_denied"})
     code_url = fake_lexware.approve(url)
@@ -155,8 +157,13 @@ def test_sec03_sec06_state_is_checked_before_error_and_spent(client, fake_lexwar
 
 @pytest.mark.parametrize(
     "params",
-    [{}, {"code": "abc"}, {"state": "", "code": "abc"}, {"state": "x" * 5000, "code": "abc"},
-     {"state": ["a", "b"], "code": "abc"}],
+    [
+        {},
+        {"code": "abc"},
+        {"state": "", "code": "abc"},
+        {"state": "x" * 5000, "code": "abc"},
+        {"state": ["a", "b"], "code": "abc"},
+    ],
     ids=["nothing", "missing-state", "empty-state", "huge-state", "repeated-state"],
 )
 def test_sec03_bad_or_missing_state_stores_nothing(client, fake_lexware, params):
@@ -198,8 +205,12 @@ def test_sec06_error_description_is_escaped(client, fake_lexware):
     state = query(begin(client))["state"]
     response = client.get(
         "/lexoffice/callback/",
-        {"state": state, "error": "access_denied",
-         "error_description": "<script>alert(1)</script>", "error_uri": "https://evil.test/"},
+        {
+            "state": state,
+            "error": "access_denied",
+            "error_description": "<script>alert(1)</script>",
+            "error_uri": "https://evil.test/",
+        },
     )
     assert b"<script>alert(1)</script>" not in response.content
     assert b"evil.test" not in response.content
@@ -304,7 +315,10 @@ def test_already_connected_to_another_user(client, fake_lexware, django_user_mod
 def test_custom_pipeline_with_the_save_step(client, fake_lexware, settings):
     from social_core.pipeline import DEFAULT_AUTH_PIPELINE
 
-    settings.SOCIAL_AUTH_PIPELINE = [*DEFAULT_AUTH_PIPELINE, "django_lexoffice.pipeline.save_connection"]
+    settings.SOCIAL_AUTH_PIPELINE = [
+        *DEFAULT_AUTH_PIPELINE,
+        "django_lexoffice.pipeline.save_connection",
+    ]
     connect(client, fake_lexware)
     assert LexofficeConnection.objects.count() == 1
     assert "access_token" not in UserSocialAuth.objects.get().extra_data
@@ -357,8 +371,9 @@ def test_disconnect_requires_csrf(fake_lexware, user, make_connection):
     assert LexofficeConnection.objects.get().status == "active"
 
 
-def test_connections_page_requires_login_and_shows_only_own(client, user, make_connection,
-                                                           django_user_model):
+def test_connections_page_requires_login_and_shows_only_own(
+    client, user, make_connection, django_user_model
+):
     assert client.get("/lexoffice/connections/").status_code == 302
     other = django_user_model.objects.create_user("other")
     make_connection(company_name="Meine Firma")

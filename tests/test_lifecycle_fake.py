@@ -31,7 +31,9 @@ def test_sec14_refresh_rotates_and_the_old_refresh_token_dies(fake_lexware, conn
     tokens.refresh(connection)
     assert not fake_lexware.is_refresh_token_valid(old_refresh)
     assert fake_lexware.is_refresh_token_valid(connection.refresh_token)
-    assert LexofficeConnection.objects.get(pk=connection.pk).refresh_token == connection.refresh_token
+    assert (
+        LexofficeConnection.objects.get(pk=connection.pk).refresh_token == connection.refresh_token
+    )
     tokens.refresh(connection, force=True)
     assert fake_lexware.count("refresh") == 2
 
@@ -52,8 +54,13 @@ def test_rotated_but_lost_response_ends_in_reauthorization_never_a_crash(fake_le
 
 @pytest.mark.parametrize(
     ("kind", "options"),
-    [("server_error", {"status": 503}), ("non_json", {}), ("rate_limit", {}),
-     ("rate_limit_500", {}), ("connection_reset", {})],
+    [
+        ("server_error", {"status": 503}),
+        ("non_json", {}),
+        ("rate_limit", {}),
+        ("rate_limit_500", {}),
+        ("connection_reset", {}),
+    ],
 )
 def test_transient_faults_keep_a_working_connection(fake_lexware, connection, kind, options):
     fake_lexware.inject("refresh", kind, **options)

@@ -118,9 +118,7 @@ def test_unique_per_user_and_organization(make_connection):
 def test_active_and_expiring_querysets(make_connection, django_user_model):
     now = timezone.now()
     soon = make_connection(expires_at=now + timedelta(seconds=60))
-    later = make_connection(
-        organization_id="later", expires_at=now + timedelta(hours=3)
-    )
+    later = make_connection(organization_id="later", expires_at=now + timedelta(hours=3))
     unknown = make_connection(organization_id="unknown", expires_at=None)
     revoked = make_connection(
         organization_id="revoked",
@@ -135,7 +133,11 @@ def test_active_and_expiring_querysets(make_connection, django_user_model):
     assert set(LexofficeConnection.objects.active()) == {soon, later, unknown, backing_off}
     assert set(LexofficeConnection.objects.expiring(300)) == {soon, unknown, revoked, backing_off}
     assert set(LexofficeConnection.objects.expiring(timedelta(hours=4))) == {
-        soon, later, unknown, revoked, backing_off
+        soon,
+        later,
+        unknown,
+        revoked,
+        backing_off,
     }
     assert set(LexofficeConnection.objects.due_for_refresh(300)) == {soon, unknown}
     assert later.expires_within(4 * 3600) and not later.expires_within(60)

@@ -57,7 +57,9 @@ def test_refresh_connection_outcomes(eager, fake_lexware, user):
     assert tasks.refresh_connection.delay(connection.pk).get() == "skipped"
     assert tasks.refresh_connection.delay(999999).get() == "skipped"
     fake_lexware.inject("refresh", "server_error", status=503)
-    assert tasks.refresh_connection.delay(connection.pk, margin=10**6).get() == "TransientRefreshError"
+    assert (
+        tasks.refresh_connection.delay(connection.pk, margin=10**6).get() == "TransientRefreshError"
+    )
     connection.refresh_from_db()
     assert connection.consecutive_failures == 1
 
@@ -74,7 +76,11 @@ def test_importing_the_app_never_needs_celery():
         "try:\n    import django_lexoffice.tasks\nexcept ImportError as e:\n    print(e)\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(ROOT)},
     )
     assert result.returncode == 0, result.stderr
@@ -83,10 +89,13 @@ def test_importing_the_app_never_needs_celery():
 
 @pytest.mark.redis
 @pytest.mark.postgres
-@pytest.mark.skipif(os.environ.get("LEXOFFICE_TEST_DB") != "postgres",
-                    reason="the worker shares the test database: needs LEXOFFICE_TEST_DB=postgres")
-def test_real_workers_refresh_each_connection_once(transactional_db, live_server, redis_url,
-                                                   django_user_model, settings, tmp_path):
+@pytest.mark.skipif(
+    os.environ.get("LEXOFFICE_TEST_DB") != "postgres",
+    reason="the worker shares the test database: needs LEXOFFICE_TEST_DB=postgres",
+)
+def test_real_workers_refresh_each_connection_once(
+    transactional_db, live_server, redis_url, django_user_model, settings, tmp_path
+):
     from celery import Celery
     from django.db import connection as db_connection
 
@@ -94,8 +103,11 @@ def test_real_workers_refresh_each_connection_once(transactional_db, live_server
 
     fake = FakeLexware()
     fake.reset()
-    fake.register_client("test-client-id", secret=settings.SOCIAL_AUTH_LEXOFFICE_SECRET,
-                         redirect_uris=["http://testserver/lexoffice/callback/"])
+    fake.register_client(
+        "test-client-id",
+        secret=settings.SOCIAL_AUTH_LEXOFFICE_SECRET,
+        redirect_uris=["http://testserver/lexoffice/callback/"],
+    )
     connections = [granted(fake, django_user_model.objects.create_user(f"w{i}")) for i in range(12)]
     queue = f"lexoffice-tests-{uuid.uuid4().hex[:8]}"
     env = {
@@ -109,10 +121,28 @@ def test_real_workers_refresh_each_connection_once(transactional_db, live_server
     log = (tmp_path / "workers.log").open("w")
     workers = [
         subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker", "--pool=solo",
-             "-Q", queue, "-n", f"w{i}-{queue}@%h", "--without-gossip", "--without-mingle",
-             "--without-heartbeat", "-l", "WARNING"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "tests.celery_app",
+                "worker",
+                "--pool=solo",
+                "-Q",
+                queue,
+                "-n",
+                f"w{i}-{queue}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-l",
+                "WARNING",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         for i in range(2)
     ]
@@ -123,8 +153,10 @@ def test_real_workers_refresh_each_connection_once(transactional_db, live_server
             client.send_task("django_lexoffice.tasks.refresh_expiring_connections", queue=queue)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
-            if all(c.expires_at > timezone.now() + timedelta(hours=3)
-                   for c in LexofficeConnection.objects.all()):
+            if all(
+                c.expires_at > timezone.now() + timedelta(hours=3)
+                for c in LexofficeConnection.objects.all()
+            ):
                 break
             time.sleep(0.2)
         time.sleep(1.0)  # let any duplicate task run, to prove it skips

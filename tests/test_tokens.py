@@ -1,4 +1,4 @@
-"""tokens.refresh / tokens.revoke against Lexware faked at the HTTP boundary (SECURITY.md 14, 15)."""
+"""tokens.refresh / revoke against Lexware faked at the HTTP boundary (SECURITY.md 14, 15)."""
 
 from __future__ import annotations
 
@@ -56,8 +56,9 @@ def assert_no_token(text):
 def test_sec14_refresh_stores_the_new_rotated_pair(rsps, expiring):
     add_refresh(rsps)
     received = []
-    signals.tokens_refreshed.connect(lambda **kw: received.append(kw["connection"].pk), weak=False,
-                                     dispatch_uid="t1")
+    signals.tokens_refreshed.connect(
+        lambda **kw: received.append(kw["connection"].pk), weak=False, dispatch_uid="t1"
+    )
     try:
         result = tokens.refresh(expiring)
     finally:
@@ -98,8 +99,9 @@ def test_force_refreshes_a_fresh_connection(rsps, make_connection):
 def test_sec14_invalid_grant_marks_reauthorization_required(rsps, expiring):
     add_refresh(rsps, status=400, json={"error": "invalid_grant", "error_description": "gone"})
     received = []
-    signals.reauthorization_required.connect(lambda **kw: received.append(kw["reason"]),
-                                             weak=False, dispatch_uid="t2")
+    signals.reauthorization_required.connect(
+        lambda **kw: received.append(kw["reason"]), weak=False, dispatch_uid="t2"
+    )
     try:
         with pytest.raises(ReauthorizationRequired) as excinfo:
             tokens.refresh(expiring)
@@ -125,8 +127,16 @@ def test_sec14_invalid_grant_marks_reauthorization_required(rsps, expiring):
         (200, None, {"access_token": "x", "expires_in": "soon"}),
         (400, None, {"error": "server_error"}),
     ],
-    ids=["500-rate-limit", "502-html", "503", "429", "200-non-json", "200-empty-token",
-         "200-bad-expiry", "400-server-error"],
+    ids=[
+        "500-rate-limit",
+        "502-html",
+        "503",
+        "429",
+        "200-non-json",
+        "200-empty-token",
+        "200-bad-expiry",
+        "400-server-error",
+    ],
 )
 def test_sec14_transient_failures_keep_both_tokens(rsps, expiring, status, body, json_body):
     add_refresh(rsps, status=status, body=body, json=json_body)
@@ -143,8 +153,12 @@ def test_sec14_transient_failures_keep_both_tokens(rsps, expiring, status, body,
 
 @pytest.mark.parametrize(
     "exc",
-    [requests.ConnectTimeout("t"), requests.ReadTimeout("t"), requests.ConnectionError("reset"),
-     requests.exceptions.SSLError("bad cert")],
+    [
+        requests.ConnectTimeout("t"),
+        requests.ReadTimeout("t"),
+        requests.ConnectionError("reset"),
+        requests.exceptions.SSLError("bad cert"),
+    ],
     ids=["connect-timeout", "read-timeout", "connection-reset", "tls-error"],
 )
 def test_sec14_network_failures_keep_both_tokens(rsps, expiring, exc):
@@ -204,8 +218,9 @@ def test_sec15_revoke_posts_the_refresh_token_and_clears_tokens(rsps, make_conne
     connection = make_connection()
     rsps.add(responses.POST, REVOKE_URL, status=200)
     received = []
-    signals.connection_revoked.connect(lambda **kw: received.append(kw["revoked_at_lexware"]),
-                                       weak=False, dispatch_uid="t3")
+    signals.connection_revoked.connect(
+        lambda **kw: received.append(kw["revoked_at_lexware"]), weak=False, dispatch_uid="t3"
+    )
     try:
         assert tokens.revoke(connection) is True
     finally:
@@ -253,5 +268,7 @@ def test_deleting_a_connection_when_lexware_is_down_still_deletes(rsps, make_con
 
 
 def test_deleting_a_revoked_connection_calls_nobody(rsps, make_connection):
-    make_connection(status=LexofficeConnection.Status.REVOKED, access_token="", refresh_token="").delete()
+    make_connection(
+        status=LexofficeConnection.Status.REVOKED, access_token="", refresh_token=""
+    ).delete()
     assert len(rsps.calls) == 0

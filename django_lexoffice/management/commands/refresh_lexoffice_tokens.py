@@ -33,9 +33,7 @@ class Command(BaseCommand):
             help="Refresh tokens expiring within this many seconds "
             "(default: LEXOFFICE_REFRESH_MARGIN, 300).",
         )
-        parser.add_argument(
-            "--force", action="store_true", help="Refresh every active connection."
-        )
+        parser.add_argument("--force", action="store_true", help="Refresh every active connection.")
         parser.add_argument("--user", metavar="USERNAME", help="Only this user's connections.")
         parser.add_argument(
             "--organization", metavar="ORGANIZATION_ID", help="Only this lexoffice organization."
@@ -134,4 +132,6 @@ class Command(BaseCommand):
             from tqdm import tqdm
         except ImportError:
             return None
-        return tqdm(desc="Refreshing lexoffice tokens", unit="connection", leave=False, file=sys.stderr)
+        return tqdm(
+            desc="Refreshing lexoffice tokens", unit="connection", leave=False, file=sys.stderr
+        )
