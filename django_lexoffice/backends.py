@@ -19,6 +19,7 @@ import re
 from typing import Any
 
 from django.utils.module_loading import import_string
+from django.views.decorators.debug import sensitive_variables
 from social_core.backends.oauth import BaseOAuth2PKCE
 from social_core.exceptions import AuthConfigurationError, AuthInputError, AuthResponseError
 from social_core.pipeline import DEFAULT_AUTH_PIPELINE
@@ -155,6 +156,7 @@ class LexofficeOAuth2(BaseOAuth2PKCE[Any]):
     # -- callback: state first, then error, then code -------------------------------------
 
     @handle_http_errors
+    @sensitive_variables()  # code, verifier and tokens pass through here
     def auth_complete(self, *args: Any, **kwargs: Any) -> Any:
         state = self.validate_state()  # spends the state, also for error callbacks
         self.process_error(self.data)
@@ -175,6 +177,7 @@ class LexofficeOAuth2(BaseOAuth2PKCE[Any]):
         self.validate_token_response(response)
         return self.do_auth(access_token, *args, response=response, **kwargs)
 
+    @sensitive_variables()
     def auth_complete_params(self, state: str | None = None) -> dict[str, str]:
         params: dict[str, str] = super().auth_complete_params(state)  # type: ignore[no-untyped-call]
         params.pop("client_secret", None)  # never in the body (client_secret_basic)
@@ -197,6 +200,7 @@ class LexofficeOAuth2(BaseOAuth2PKCE[Any]):
 
     # -- identity: /v1/profile -------------------------------------------------------------
 
+    @sensitive_variables("access_token")
     def user_data(self, access_token: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
         ratelimit.acquire()  # the profile call counts against the client's API rate limit
         data = self.get_json(

@@ -17,6 +17,7 @@ import requests
 from django.views.decorators.debug import sensitive_variables
 
 from .conf import settings as lexoffice_settings
+from .exceptions import LexofficeHTTPError
 
 BODY_LIMIT = 500
 REDACTED = "[redacted]"
@@ -27,7 +28,7 @@ _TOKEN_LIKE = re.compile(
 )
 
 
-@sensitive_variables("data", "secret")
+@sensitive_variables("data", "secret", "auth")
 def post_form(url: str, data: dict[str, str]) -> requests.Response:
     """POST ``data`` form-encoded to Lexware's authorization server with client auth."""
     client_id = lexoffice_settings.CLIENT_ID
@@ -38,14 +39,24 @@ def post_form(url: str, data: dict[str, str]) -> requests.Response:
     else:
         auth = None
         data = {**data, "client_id": client_id}
-    return requests.post(
-        url,
-        data=data,
-        auth=auth,
-        headers={"Accept": "application/json"},
-        timeout=lexoffice_settings.TIMEOUT,
-        allow_redirects=False,
-    )
+    try:
+        return requests.post(
+            url,
+            data=data,
+            auth=auth,
+            headers={"Accept": "application/json"},
+            timeout=lexoffice_settings.TIMEOUT,
+            allow_redirects=False,
+        )
+    except requests.RequestException:
+        raise  # classified by the caller
+    except Exception as exc:
+        # Anything else is a bug below us. Re-raised without its chain: the
+        # frames inside requests hold the form data (tokens, secret), and Django's
+        # error reports would show them.
+        raise LexofficeHTTPError(
+            f"Unexpected {type(exc).__name__} while calling Lexware: {exc}"[:300]
+        ) from None
 
 
 def error_code(data: Any) -> str | None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from .conf import settings as lexoffice_settings
 from .models import LexofficeConnection
@@ -24,6 +25,7 @@ _TOKEN_KEYS = ("access_token", "refresh_token", "id_token", "token_type", "code"
 _USER_FIELDS = ("first_name", "last_name", "email")
 
 
+@sensitive_variables()  # the token response passes through here
 def save_connection(
     backend: Any,
     user: Any = None,

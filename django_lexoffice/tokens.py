@@ -129,6 +129,7 @@ def refresh(
     return RefreshResult(RefreshOutcome.REFRESHED, current)
 
 
+@sensitive_variables("data")
 def _handle_refresh_response(
     current: LexofficeConnection, response: requests.Response
 ) -> Exception | None:

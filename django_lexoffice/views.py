@@ -46,7 +46,7 @@ NEXT_SESSION_KEY = "lexoffice_next"
 # do_complete() must not pick a redirect target of its own from the session.
 _UNUSED_REDIRECT_NAME = "lexoffice_unused_redirect"
 
-#: Failure reasons of the callback: (HTTP status, template context key).
+#: Failure reasons of the callback and their HTTP status.
 CALLBACK_FAILURES: dict[str, int] = {
     "access_denied": 400,
     "state": 400,
@@ -58,6 +58,7 @@ CALLBACK_FAILURES: dict[str, int] = {
     "lexware_unreachable": 502,
     "configuration": 503,
     "incomplete": 400,
+    "server_error": 500,
 }
 
 
@@ -154,6 +155,12 @@ def callback(request: HttpRequest) -> HttpResponse:
         log = logger.info if reason in {"access_denied", "state"} else logger.warning
         log("lexoffice callback failed: %s (%s)", reason, type(exc).__name__)
         return _failure_page(request, reason)
+    except Exception:
+        # A bug or an outage (e.g. the database). Answered here rather than by
+        # Django's error page, whose report would show this URL's code and state;
+        # the traceback still reaches the logs (without frame locals).
+        logger.exception("Unexpected error in the lexoffice callback")
+        return _failure_page(request, "server_error")
     if getattr(request, "lexoffice_connection", None) is None:
         if isinstance(result, HttpResponse) and not isinstance(result, HttpResponseRedirect):
             return _no_referrer(result)  # a pipeline step asked for something
