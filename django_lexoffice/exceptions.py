@@ -6,6 +6,8 @@ verifier or the client secret: they are safe to log and to show to operators.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.exceptions import ImproperlyConfigured
 
 
@@ -75,3 +77,26 @@ class RateLimitTimeout(LexofficeError):
 
 class LexofficeAPIError(LexofficeHTTPError):
     """A Lexware API call answered with an error status."""
+
+
+class NoResponse(LexofficeAPIError):
+    """A Lexware API call got no answer (connection failed or reset, or timed out).
+
+    ``status`` is ``None``. ``maybe_processed`` is ``True`` when the request may
+    have reached Lexware (a read timeout or a dropped connection after sending):
+    for a write, check before sending it again.
+    """
+
+    def __init__(self, message: str, *, maybe_processed: bool, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.maybe_processed = maybe_processed
+
+
+class ConnectionNotFound(LexofficeError, LookupError):
+    """The user has no lexoffice connection (for that organization): send them to
+    ``lexoffice:login`` to connect one."""
+
+
+class MultipleConnections(LexofficeError, LookupError):
+    """The user has several active lexoffice connections: pass ``organization_id``
+    to choose one."""
