@@ -27,6 +27,7 @@ from social_core.utils import handle_http_errors
 
 from . import ratelimit
 from .conf import settings as lexoffice_settings
+from .http import require_secure_url
 
 #: Our step, appended to social-auth's default pipeline when the site sets none.
 SAVE_CONNECTION_STEP = "django_lexoffice.pipeline.save_connection"
@@ -103,6 +104,7 @@ class LexofficeOAuth2(BaseOAuth2PKCE[Any]):
         return lexoffice_settings.SCOPES
 
     def request(self, url: str, **kwargs: Any) -> Any:
+        require_secure_url(url)  # the code exchange and the profile lookup carry secrets
         kwargs.setdefault("timeout", lexoffice_settings.TIMEOUT)
         return super().request(url, **kwargs)
 

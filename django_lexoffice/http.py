@@ -8,16 +8,18 @@ certificates are always verified.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from django.views.decorators.debug import sensitive_variables
 
 from .conf import settings as lexoffice_settings
-from .exceptions import LexofficeHTTPError
+from .exceptions import LexofficeConfigurationError, LexofficeHTTPError
 
 BODY_LIMIT = 500
 REDACTED = "[redacted]"
@@ -28,9 +30,35 @@ _TOKEN_LIKE = re.compile(
 )
 
 
+def require_secure_url(url: str) -> None:
+    """Refuse to send credentials anywhere but https (plain http only to loopback, for tests).
+
+    Raises :class:`~django_lexoffice.exceptions.LexofficeConfigurationError` before any
+    byte leaves the machine.
+    """
+    parts = urlsplit(url)
+    if parts.scheme == "https" or (parts.scheme == "http" and _is_loopback(parts.hostname)):
+        return
+    raise LexofficeConfigurationError(
+        f"Refusing to send lexoffice credentials to {parts.scheme}://{parts.hostname}: "
+        "LEXOFFICE_AUTH_BASE_URL and LEXOFFICE_API_BASE_URL must use https "
+        "(plain http is allowed only to 127.0.0.1 or localhost, for tests)."
+    )
+
+
+def _is_loopback(host: str | None) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
+
+
 @sensitive_variables("data", "secret", "auth")
 def post_form(url: str, data: dict[str, str]) -> requests.Response:
     """POST ``data`` form-encoded to Lexware's authorization server with client auth."""
+    require_secure_url(url)
     client_id = lexoffice_settings.CLIENT_ID
     secret = lexoffice_settings.CLIENT_SECRET
     auth: tuple[str, str] | None

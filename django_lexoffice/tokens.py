@@ -27,6 +27,7 @@ from .conf import settings as lexoffice_settings
 from .exceptions import (
     ClientConfigurationError,
     ConnectionNotActive,
+    LexofficeConfigurationError,
     ReauthorizationRequired,
     TransientRefreshError,
 )
@@ -234,6 +235,8 @@ def revoke_at_lexware(connection: LexofficeConnection) -> bool:
         response = post_form(lexoffice_settings.REVOKE_URL, {"token": token})
     except requests.RequestException as exc:
         error = f"revoke failed: {type(exc).__name__}: no response"
+    except LexofficeConfigurationError as exc:
+        error = f"revoke not sent: {exc}"
     else:
         if response.status_code != 200:
             error = f"revoke answered {describe_response(response)}"

@@ -174,13 +174,13 @@ def test_expiry_in_words_defaults_to_now() -> None:
 # -- who may see what (SECURITY.md #19) -----------------------------------------------------
 
 
-def test_anonymous_visitor_is_sent_to_the_admin_login(client: Client) -> None:
+def test_sec19_anonymous_visitor_is_sent_to_the_admin_login(client: Client) -> None:
     response = client.get(reverse(CHANGELIST))
     assert response.status_code == 302
     assert response["Location"].startswith(reverse("admin:login"))
 
 
-def test_non_staff_user_is_sent_to_the_admin_login(
+def test_sec19_non_staff_user_is_sent_to_the_admin_login(
     client: Client, user: Any, make_connection: MakeConnection
 ) -> None:
     connection = make_connection()
@@ -191,7 +191,7 @@ def test_non_staff_user_is_sent_to_the_admin_login(
         assert response["Location"].startswith(reverse("admin:login"))
 
 
-def test_staff_without_view_permission_is_refused(
+def test_sec19_staff_without_view_permission_is_refused(
     staff_client: Client, make_connection: MakeConnection
 ) -> None:
     connection = make_connection()
@@ -222,7 +222,7 @@ def test_staff_with_view_permission_sees_connections_but_no_actions(
         ("delete_lexofficeconnection", "delete_selected"),
     ],
 )
-def test_each_action_needs_its_own_permission(
+def test_sec19_each_action_needs_its_own_permission(
     staff_client: Client, staff: Any, make_connection: MakeConnection, codename: str, action: str
 ) -> None:
     make_connection()
@@ -242,7 +242,7 @@ def test_superuser_sees_every_users_connections_and_every_action(
     assert {"refresh_tokens", "revoke_connections", "delete_selected"} <= action_names(response)
 
 
-def test_an_action_posted_without_its_permission_does_nothing(
+def test_sec19_an_action_posted_without_its_permission_does_nothing(
     staff_client: Client,
     staff: Any,
     make_connection: MakeConnection,
@@ -399,7 +399,7 @@ def test_search_finds_connections(
     "query",
     [ACCESS_TOKEN, REFRESH_TOKEN, ACCESS_TOKEN[5:21], REFRESH_TOKEN[-16:], REFRESH_TOKEN[40:56]],
 )
-def test_search_by_token_finds_nothing(
+def test_sec12_search_by_token_finds_nothing(
     admin_client: Client, make_connection: MakeConnection, query: str
 ) -> None:
     make_connection()
@@ -516,7 +516,7 @@ def test_detail_page_links_no_association_of_another_provider_or_user(
 # -- never a token (SECURITY.md #12) --------------------------------------------------------
 
 
-def test_no_token_in_any_admin_page(
+def test_sec12_no_token_in_any_admin_page(
     admin_client: Client, make_connection: MakeConnection, lexware: responses.RequestsMock
 ) -> None:
     connection = make_connection()
@@ -790,7 +790,7 @@ def legacy_association(user: Any) -> UserSocialAuth:
     )
 
 
-def test_social_auth_admin_never_shows_a_token(
+def test_sec12_social_auth_admin_never_shows_a_token(
     admin_client: Client, legacy_association: UserSocialAuth
 ) -> None:
     changelist = admin_client.get(reverse("admin:social_django_usersocialauth_changelist"))

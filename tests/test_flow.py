@@ -344,7 +344,9 @@ def test_public_client_flow(client, fake_lexware, settings):
     assert LexofficeConnection.objects.count() == 1
 
 
-def test_disconnect(client, fake_lexware, user, django_user_model):
+def test_sec15_sec19_disconnect_own_connection_only_post_only(
+    client, fake_lexware, user, django_user_model
+):
     client.force_login(user)
     connect(client, fake_lexware)
     connection = LexofficeConnection.objects.get()
@@ -361,7 +363,7 @@ def test_disconnect(client, fake_lexware, user, django_user_model):
     assert not fake_lexware.is_refresh_token_valid(refresh_token)
 
 
-def test_disconnect_requires_csrf(fake_lexware, user, make_connection):
+def test_sec19_disconnect_requires_csrf(fake_lexware, user, make_connection):
     from django.test import Client
 
     browser = Client(enforce_csrf_checks=True)
@@ -371,7 +373,7 @@ def test_disconnect_requires_csrf(fake_lexware, user, make_connection):
     assert LexofficeConnection.objects.get().status == "active"
 
 
-def test_connections_page_requires_login_and_shows_only_own(
+def test_sec19_connections_page_requires_login_and_shows_only_own(
     client, user, make_connection, django_user_model
 ):
     assert client.get("/lexoffice/connections/").status_code == 302
