@@ -1,0 +1,1 @@
+"""The django-lexoffice demo site (example project)."""
