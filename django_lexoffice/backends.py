@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import quote, urlencode
 
 from django.utils.module_loading import import_string
 from django.views.decorators.debug import sensitive_variables
@@ -130,6 +131,16 @@ class LexofficeOAuth2(BaseOAuth2PKCE[Any]):
 
     # -- authorization request ------------------------------------------------------------
 
+    def auth_url(self) -> str:
+        # social-core un-quotes the whole query when REDIRECT_STATE is False, so a
+        # redirect_uri or connection_name holding "?", "=", "/" or spaces would reach
+        # Lexware mangled. Percent-encode properly; Lexware decodes and compares exactly.
+        state = self.get_or_create_state()
+        params = self.auth_params(state)
+        params.update(self.get_scope_argument())
+        params.update(self.auth_extra_arguments())
+        return f"{self.authorization_url()}?{urlencode(params, quote_via=quote)}"
+
     def auth_extra_arguments(self) -> dict[str, str]:
         arguments = super().auth_extra_arguments()
         name = self.connection_name()
@@ -235,11 +246,13 @@ class LexofficeOAuth2(BaseOAuth2PKCE[Any]):
         created = response.get("created") or {}
         full_name = (created.get("userName") or "").strip()
         email = (created.get("userEmail") or "").strip()
-        # First and last names are derived by the social_names pipeline step.
+        first_name, last_name = split_name(full_name)
         return {
             "username": email.split("@")[0] if email else "lexoffice",
             "email": email,
             "fullname": full_name,
+            "first_name": first_name,
+            "last_name": last_name,
         }
 
     def extra_data(
@@ -262,6 +275,35 @@ class LexofficeOAuth2(BaseOAuth2PKCE[Any]):
 
     def _site_configures_pipeline(self) -> bool:
         return self.strategy.setting("PIPELINE", _MISSING, self) is not _MISSING
+
+
+#: Salutations and titles Lexware puts in front of a user's name ("Frau Erika Musterfrau").
+_NAME_PREFIXES = frozenset(
+    {
+        "frau",
+        "herr",
+        "divers",
+        "dr.",
+        "prof.",
+        "dipl.-ing.",
+        "mr",
+        "mrs",
+        "ms",
+        "mr.",
+        "mrs.",
+        "ms.",
+    }
+)
+
+
+def split_name(full_name: str) -> tuple[str, str]:
+    """First and last name of a Lexware user name, without salutation or title."""
+    words = full_name.split()
+    while len(words) > 1 and words[0].lower() in _NAME_PREFIXES:
+        words.pop(0)
+    if not words:
+        return "", ""
+    return " ".join(words[:-1]) if len(words) > 1 else words[0], words[-1] if len(words) > 1 else ""
 
 
 def _is_id(value: Any) -> bool:

@@ -23,6 +23,9 @@ from encrypted_model_fields import fields as encrypted_fields
 
 from .exceptions import TokenDecryptionError, UnsafeTokenWriteError
 
+#: Marks a serialized (dumpdata) value as ciphertext, so loaddata decrypts it.
+SERIALIZED_PREFIX = "fernet:"
+
 if TYPE_CHECKING:
     # The library is untyped; to type checkers the field is a TextField of str.
     _EncryptedTextField = models.TextField[str, str]
@@ -40,8 +43,11 @@ class EncryptedTokenField(_EncryptedTextField):
             return None
         if isinstance(value, bytes):
             value = value.decode("utf-8")
+        return self._decrypt(value)
+
+    def _decrypt(self, ciphertext: str) -> str:
         try:
-            return str(encrypted_fields.decrypt_str(value))
+            return str(encrypted_fields.decrypt_str(ciphertext))
         except InvalidToken:
             # The library's own to_python() would return the ciphertext here.
             raise TokenDecryptionError(
@@ -50,8 +56,18 @@ class EncryptedTokenField(_EncryptedTextField):
                 "list (FIELD_ENCRYPTION_KEY = [new_key, old_key])."
             ) from None
 
+    def value_to_string(self, obj: Any) -> str:
+        """Serialize (``dumpdata``) as ciphertext: a dump must hold no plaintext token."""
+        value = self.value_from_object(obj)
+        if not value:
+            return ""
+        return SERIALIZED_PREFIX + encrypted_fields.encrypt_str(value).decode("utf-8")
+
     def to_python(self, value: Any) -> Any:
-        # Forms and deserialization hand over plaintext; never try to decrypt it.
+        # Deserialization (loaddata) hands over what value_to_string() wrote; anything
+        # without the marker is already plaintext and is never "decrypted" by guessing.
+        if isinstance(value, str) and value.startswith(SERIALIZED_PREFIX):
+            return self._decrypt(value[len(SERIALIZED_PREFIX) :])
         return value
 
     def get_db_prep_save(self, value: Any, connection: Any) -> Any:

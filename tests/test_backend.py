@@ -212,3 +212,35 @@ def test_login_without_client_id_shows_configuration_page(client):
     response = client.post("/lexoffice/login/")
     assert response.status_code == 503
     assert b"not set up correctly" in response.content
+
+
+@pytest.mark.parametrize(
+    ("full", "first", "last"),
+    [
+        ("Frau Erika Musterfrau", "Erika", "Musterfrau"),
+        ("Herr Dr. Max von Schmidt", "Max von", "Schmidt"),
+        ("Anna", "Anna", ""),
+        ("Frau", "Frau", ""),
+        ("", "", ""),
+    ],
+)
+def test_names_without_salutation(full, first, last):
+    from django_lexoffice.backends import split_name
+
+    assert split_name(full) == (first, last)
+
+
+@override_settings(
+    LEXOFFICE_REDIRECT_URI="https://shop.example/lexoffice/callback/?tenant=a&x=1",
+    LEXOFFICE_CONNECTION_NAME="Shop (Test) = 1/2",
+)
+def test_authorize_url_is_properly_encoded(client):
+    location, params = start_flow(client)
+    query = urlsplit(location).query
+    assert (
+        "redirect_uri=https%3A%2F%2Fshop.example%2Flexoffice%2Fcallback%2F%3Ftenant%3Da%26x%3D1"
+        in query
+    )
+    assert params["redirect_uri"] == "https://shop.example/lexoffice/callback/?tenant=a&x=1"
+    assert params["connection_name"] == "Shop (Test) = 1/2"
+    assert " " not in location

@@ -157,3 +157,17 @@ def test_sec12_exception_messages_and_reprs_carry_no_token(fake_lexware, make_co
         tokens.refresh(connection)
     exc = excinfo.value
     assert_clean(" ".join([str(exc), repr(exc), exc.body, str(vars(exc))]), secrets)
+
+
+def test_sec11_sec16_database_dump_holds_no_token_and_no_client_secret(client, fake_lexware, user):
+    client.force_login(user)
+    location = client.post("/lexoffice/login/")["Location"]
+    callback = urlsplit(fake_lexware.approve(location))
+    client.get(callback.path, parse_qs(callback.query))
+    connection = LexofficeConnection.objects.get()
+    tokens.refresh(connection, force=True)
+    out = StringIO()
+    call_command("dumpdata", stdout=out)  # every table of every installed app
+    dump = out.getvalue()
+    assert connection.organization_id in dump  # the dump does hold the connection
+    assert_clean(dump, [connection.access_token, connection.refresh_token, CLIENT_SECRET])

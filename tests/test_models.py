@@ -142,3 +142,42 @@ def test_active_and_expiring_querysets(make_connection, django_user_model):
     assert set(LexofficeConnection.objects.due_for_refresh(300)) == {soon, unknown}
     assert later.expires_within(4 * 3600) and not later.expires_within(60)
     assert unknown.expires_within(0)
+
+
+def test_sec11_dumpdata_holds_ciphertext_and_loaddata_round_trips(make_connection, tmp_path):
+    from django.core.management import call_command
+
+    connection = make_connection()
+    dump = tmp_path / "dump.json"
+    call_command("dumpdata", "django_lexoffice", output=str(dump))
+    text = dump.read_text()
+    assert ACCESS_TOKEN[:16] not in text and REFRESH_TOKEN[:16] not in text
+    assert '"refresh_token": "fernet:gAAAA' in text
+    LexofficeConnection.objects.all()._raw_delete(LexofficeConnection.objects.db)
+    call_command("loaddata", str(dump), verbosity=0)
+    loaded = LexofficeConnection.objects.get(pk=connection.pk)
+    assert (loaded.access_token, loaded.refresh_token) == (ACCESS_TOKEN, REFRESH_TOKEN)
+
+
+def test_loaddata_of_plaintext_and_empty_tokens(make_connection):
+    from django.core import serializers
+
+    connection = make_connection(access_token="")
+    data = serializers.serialize("python", [connection])
+    data[0]["fields"]["refresh_token"] = "plain-refresh"  # a hand-written fixture
+    for obj in serializers.deserialize("python", data):
+        obj.save()
+    loaded = LexofficeConnection.objects.get(pk=connection.pk)
+    assert (loaded.access_token, loaded.refresh_token) == ("", "plain-refresh")
+
+
+def test_loaddata_with_a_foreign_key_fails_loudly(make_connection):
+    from cryptography.fernet import Fernet
+    from django.core import serializers
+
+    connection = make_connection()
+    data = serializers.serialize("python", [connection])
+    foreign = Fernet(Fernet.generate_key()).encrypt(b"x").decode()
+    data[0]["fields"]["refresh_token"] = "fernet:" + foreign
+    with pytest.raises(serializers.base.DeserializationError, match="Cannot decrypt"):
+        list(serializers.deserialize("python", data))
