@@ -272,3 +272,16 @@ def test_deleting_a_revoked_connection_calls_nobody(rsps, make_connection):
         status=LexofficeConnection.Status.REVOKED, access_token="", refresh_token=""
     ).delete()
     assert len(rsps.calls) == 0
+
+
+def test_a_redirect_from_the_token_endpoint_is_not_followed(rsps, expiring):
+    rsps.add(
+        responses.POST,
+        TOKEN_URL,
+        status=302,
+        headers={"Location": "https://evil.test/steal"},
+    )
+    with pytest.raises(TransientRefreshError):
+        tokens.refresh(expiring)
+    assert len(rsps.calls) == 1  # evil.test was never asked
+    assert reload(expiring).refresh_token == REFRESH_TOKEN
