@@ -1,14 +1,21 @@
-"""Check a built wheel and sdist: the files users need are in, the tests are not.
+"""Check a built wheel and sdist: the files users need are in, the tests are not; and the
+wheel, installed into a fresh virtualenv, runs the example project's checks and migrations.
 
-Usage: python scripts/check_wheel.py DIST_DIR
+Usage: python scripts/check_wheel.py DIST_DIR [--install]
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import tarfile
+import tempfile
+import venv
 import zipfile
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
 
 REQUIRED_IN_WHEEL = [
     "django_lexoffice/py.typed",
@@ -55,5 +62,40 @@ def main(dist: Path) -> int:
     return 1 if problems else 0
 
 
+def install_and_run_example(wheel: Path) -> int:
+    """Install ``wheel`` in a fresh virtualenv and run the example project against it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        env_dir = Path(tmp) / "venv"
+        venv.create(env_dir, with_pip=True)
+        python = str(env_dir / "bin" / "python")
+        subprocess.run([python, "-m", "pip", "install", "--quiet", str(wheel)], check=True)
+        env = {
+            **os.environ,
+            "LEXOFFICE_DEMO_DB": str(Path(tmp) / "db.sqlite3"),
+            "LEXOFFICE_DEMO_DATA_DIR": str(Path(tmp) / "data"),
+            "PYTHONPATH": "",
+        }
+        cwd = ROOT / "example_project"  # the repository root is not on sys.path here
+        where = subprocess.run(
+            [python, "-c", "import django_lexoffice; print(django_lexoffice.__file__)"],
+            cwd=cwd,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        if not where.startswith(str(env_dir)):
+            print(f"django_lexoffice was imported from {where}, not the wheel", file=sys.stderr)
+            return 1
+        for command in (["check"], ["migrate", "--verbosity", "0"], ["check", "--deploy"]):
+            subprocess.run([python, "manage.py", *command], cwd=cwd, env=env, check=True)
+        print(f"{wheel.name}: installed in a fresh virtualenv; example project checks and migrates")
+    return 0
+
+
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1])))
+    dist = Path(sys.argv[1])
+    status = main(dist)
+    if status == 0 and "--install" in sys.argv[2:]:
+        status = install_and_run_example(sorted(dist.glob("django_lexoffice-*.whl"))[-1])
+    sys.exit(status)
