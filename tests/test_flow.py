@@ -13,6 +13,8 @@ from social_django.models import UserSocialAuth
 from django_lexoffice import signals
 from django_lexoffice.models import LexofficeConnection
 
+from .conftest import REFRESH_TOKEN
+
 pytestmark = pytest.mark.django_db
 
 
@@ -383,3 +385,30 @@ def test_sec19_connections_page_requires_login_and_shows_only_own(
     client.force_login(user)
     html = client.get("/lexoffice/connections/").content.decode()
     assert "Meine Firma" in html and "Fremde Firma" not in html
+
+
+def test_relogin_without_a_refresh_token_keeps_the_stored_one(client):
+    import responses
+
+    profile = {
+        "organizationId": "aa93e8a8-2aa3-470b-b914-caad8a255dd8",
+        "companyName": "Testfirma GmbH",
+        "connectionId": "c",
+        "created": {"userId": "1aea5501", "userName": "Erika", "userEmail": "e@x.de"},
+    }
+
+    def login_with(token_response):
+        state = query(client.post("/lexoffice/login/")["Location"])["state"]
+        with responses.RequestsMock() as rsps:
+            rsps.add(responses.POST, "https://app.lexware.de/oauth2/token", json=token_response)
+            rsps.add(responses.GET, "https://api.lexware.io/v1/profile", json=profile)
+            return client.get("/lexoffice/callback/", {"state": state, "code": "abc"})
+
+    first = {"access_token": "a1-" + "x" * 30, "refresh_token": REFRESH_TOKEN, "expires_in": 60}
+    assert login_with(first).status_code == 302
+    client.logout()
+    assert login_with({"access_token": "a2-" + "x" * 30, "expires_in": 14399}).status_code == 302
+    stored = LexofficeConnection.objects.get()
+    assert stored.access_token.startswith("a2-")
+    assert stored.refresh_token == REFRESH_TOKEN
+    assert "refresh_token" not in UserSocialAuth.objects.get().extra_data
