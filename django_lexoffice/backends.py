@@ -136,8 +136,8 @@ class LexofficeOAuth2(BaseOAuth2PKCE[Any]):
         # redirect_uri or connection_name holding "?", "=", "/" or spaces would reach
         # Lexware mangled. Percent-encode properly; Lexware decodes and compares exactly.
         state = self.get_or_create_state()
-        params = self.auth_params(state)
-        params.update(self.get_scope_argument())
+        params = self.auth_params(state)  # type: ignore[no-untyped-call]
+        params.update(self.get_scope_argument())  # type: ignore[no-untyped-call]
         params.update(self.auth_extra_arguments())
         return f"{self.authorization_url()}?{urlencode(params, quote_via=quote)}"
 

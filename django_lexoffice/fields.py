@@ -61,7 +61,8 @@ class EncryptedTokenField(_EncryptedTextField):
         value = self.value_from_object(obj)
         if not value:
             return ""
-        return SERIALIZED_PREFIX + encrypted_fields.encrypt_str(value).decode("utf-8")
+        ciphertext: bytes = encrypted_fields.encrypt_str(value)
+        return SERIALIZED_PREFIX + ciphertext.decode("utf-8")
 
     def to_python(self, value: Any) -> Any:
         # Deserialization (loaddata) hands over what value_to_string() wrote; anything

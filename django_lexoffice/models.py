@@ -147,6 +147,26 @@ class LexofficeConnection(models.Model):
     def has_refresh_token(self) -> bool:
         return bool(self.refresh_token)
 
+    def set_tokens(
+        self, access_token: str, refresh_token: str | None, expires_in: float | None
+    ) -> None:
+        """Take a new token pair from a token response (not saved).
+
+        Lexware rotates refresh tokens: the new one replaces the old, which is kept
+        only when the response carries none. Clears the failure bookkeeping.
+        """
+        now = timezone.now()
+        self.access_token = access_token
+        if refresh_token:
+            self.refresh_token = refresh_token
+        self.expires_at = now + timedelta(seconds=float(expires_in)) if expires_in else None
+        self.status = self.Status.ACTIVE
+        self.last_refreshed_at = now
+        self.consecutive_failures = 0
+        self.next_attempt_at = None
+        self.last_error = ""
+        self.last_error_at = None
+
     def expires_within(self, seconds: float) -> bool:
         """True when the access token is unknown or expires within ``seconds``."""
         if self.expires_at is None:

@@ -9,11 +9,9 @@ pipeline when the site configures none; a site with its own
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
-from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from .conf import settings as lexoffice_settings
@@ -43,8 +41,6 @@ def save_connection(
     if getattr(backend, "name", None) != BACKEND_NAME or user is None or not response:
         return None
     created_by = response.get("created") or {}
-    expires_in = response.get("expires_in")
-    now = timezone.now()
     with transaction.atomic():
         connection, created = LexofficeConnection.objects.select_for_update().get_or_create(
             user=user, organization_id=str(response["organizationId"])
@@ -55,18 +51,9 @@ def save_connection(
         connection.lexoffice_user_name = str(created_by.get("userName") or "")[:255]
         connection.lexoffice_user_email = str(created_by.get("userEmail") or "")[:254]
         connection.scopes = lexoffice_settings.SCOPES
-        connection.access_token = response["access_token"]
-        if response.get("refresh_token"):
-            connection.refresh_token = response["refresh_token"]
-        connection.expires_at = (
-            now + timedelta(seconds=float(expires_in)) if expires_in is not None else None
+        connection.set_tokens(
+            response["access_token"], response.get("refresh_token"), response.get("expires_in")
         )
-        connection.status = LexofficeConnection.Status.ACTIVE
-        connection.last_refreshed_at = now
-        connection.consecutive_failures = 0
-        connection.next_attempt_at = None
-        connection.last_error = ""
-        connection.last_error_at = None
         connection.save()
         scrub_extra_data(social)
 

@@ -137,17 +137,7 @@ def _handle_refresh_response(
     status = response.status_code
     data = _json_or_none(response)
     if status == 200 and isinstance(data, dict) and _valid_token_payload(data):
-        now = timezone.now()
-        current.access_token = data["access_token"]
-        # Lexware rotates: keep the old refresh token only if none came back.
-        if data.get("refresh_token"):
-            current.refresh_token = data["refresh_token"]
-        current.expires_at = now + timedelta(seconds=float(data["expires_in"]))
-        current.last_refreshed_at = now
-        current.consecutive_failures = 0
-        current.next_attempt_at = None
-        current.last_error = ""
-        current.last_error_at = None
+        current.set_tokens(data["access_token"], data.get("refresh_token"), data["expires_in"])
         current.save()
         logger.info("Refreshed lexoffice connection %s", current.pk)
         return None
