@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from django.apps import apps
 from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected
 from django.contrib.admin.utils import flatten_fieldsets
 from django.contrib.auth import get_permission_codename, get_user_model
 from django.db.models import Model, QuerySet
@@ -291,7 +292,7 @@ class LexofficeConnectionAdmin(_ModelAdmin):
     search_help_text = _("Search by username, e-mail address, company or organization id.")
     fieldsets = DETAIL_FIELDSETS
     readonly_fields = tuple(flatten_fieldsets(DETAIL_FIELDSETS))
-    actions = ("refresh_tokens", "revoke_connections")
+    actions = ("refresh_tokens", "revoke_connections", "delete_selected")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[LexofficeConnection]:
         # The admin never needs a token's value: the list is not decrypted at all
@@ -408,16 +409,16 @@ class LexofficeConnectionAdmin(_ModelAdmin):
 
     # -- deletion: revoke first ----------------------------------------------------------
 
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        actions: dict[str, Any] = super().get_actions(request)
-        if actions.get("delete_selected") is not None:
-            function, name, _description = actions["delete_selected"]
-            actions["delete_selected"] = (
-                function,
-                name,
-                _("Revoke at Lexware and delete selected %(verbose_name_plural)s"),
-            )
-        return actions
+    @admin.action(
+        permissions=["delete"],
+        description=_("Revoke at Lexware and delete selected %(verbose_name_plural)s"),
+    )
+    def delete_selected(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
+        """Django's bulk delete (with its confirmation page), relabelled: it revokes first.
+
+        An action of this name replaces the site-wide one (see ``delete_queryset``).
+        """
+        return delete_selected(self, request, queryset)
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
         # One by one, each in its own transaction, so the pre_delete receiver revokes

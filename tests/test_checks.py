@@ -62,6 +62,7 @@ def test_e007_host_without_scheme():
     assert ids(check_settings()) == ["lexoffice.E007"]
 
 
+@pytest.mark.django_db  # Django 6.1's check command also runs database checks
 @override_settings(SOCIAL_AUTH_LEXOFFICE_KEY="")
 def test_check_command_fails_on_errors():
     with pytest.raises(SystemCheckError, match=r"lexoffice\.E001"):
@@ -104,6 +105,7 @@ def test_w105_debug_logging_of_http_requests():
         logger.setLevel(old)
 
 
+@pytest.mark.django_db
 def test_deploy_checks_run_with_check_deploy():
     with pytest.raises(SystemCheckError, match=r"lexoffice\.W103"):
         call_command("check", "--deploy", "--fail-level", "WARNING", "--tag", "security")
