@@ -33,6 +33,7 @@ cache API, so this one is written by hand.
 from __future__ import annotations
 
 import math
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -66,6 +67,9 @@ _LOCK_TIMEOUT = 5  # seconds; a crashed holder cannot block the bucket for longe
 _LOCK_BUSY_WAIT = 0.005  # seconds to wait before trying a lock another caller holds
 
 
+_UNSET = object()
+
+
 class SharedTokenBucket:
     """A cross-process token bucket of ``rate`` calls per second, ``burst`` at most at once.
 
@@ -94,6 +98,7 @@ class SharedTokenBucket:
         self._clock = clock
         self._sleep = sleep
         self._script: Any = None
+        self._redis: Any = _UNSET
 
     def __repr__(self) -> str:
         return f"<SharedTokenBucket {self.key!r} rate={self.rate:g}/s burst={self.burst}>"
@@ -179,6 +184,13 @@ class SharedTokenBucket:
                 self.cache.delete(lock_key)
 
     def _redis_client(self) -> Any:
+        # Built once per bucket: Django's RedisCache constructs a new client object on
+        # every get_client() (they share the cache's connection pool).
+        if self._redis is _UNSET:
+            self._redis = self._find_redis_client()
+        return self._redis
+
+    def _find_redis_client(self) -> Any:
         backend = self.cache
         inner = getattr(backend, "_cache", None)  # Django's RedisCache
         if inner is not None and hasattr(inner, "get_client"):
@@ -189,6 +201,24 @@ class SharedTokenBucket:
         return None
 
 
+_buckets = threading.local()
+
+
 def acquire(key: str | None = None, *, max_wait: float | None = None) -> float:
-    """Take one token from the shared bucket of the configured client id; return seconds waited."""
-    return SharedTokenBucket(key).acquire(max_wait)
+    """Take one token from the shared bucket of the configured client id; return seconds waited.
+
+    Reuses one bucket per thread and per (key, rate, cache alias): read from the
+    settings on each call, so ``override_settings`` still applies.
+    """
+    identity = (
+        key or lexoffice_settings.CLIENT_ID,
+        lexoffice_settings.RATE_LIMIT,
+        lexoffice_settings.RATE_LIMIT_CACHE,
+    )
+    buckets: dict[tuple[str, float, str], SharedTokenBucket] = _buckets.__dict__.setdefault(
+        "by_identity", {}
+    )
+    bucket = buckets.get(identity)
+    if bucket is None:
+        bucket = buckets[identity] = SharedTokenBucket(key)
+    return bucket.acquire(max_wait)
