@@ -10,6 +10,7 @@ from django.contrib import messages
 from django.contrib.auth import REDIRECT_FIELD_NAME
 from django.contrib.auth import login as auth_login
 from django.contrib.auth.decorators import login_not_required, login_required
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
@@ -149,7 +150,10 @@ def callback(request: HttpRequest) -> HttpResponse:
     user = request.user if request.user.is_authenticated else None
     try:
         backend = _load_backend(request)
-        result = do_complete(backend, _do_login, user=user, redirect_name=_UNUSED_REDIRECT_NAME)
+        # One transaction for the whole pipeline: a failure after the user or the
+        # association was created must not leave them behind without a connection.
+        with transaction.atomic():
+            result = do_complete(backend, _do_login, user=user, redirect_name=_UNUSED_REDIRECT_NAME)
     except (SocialAuthBaseException, LexofficeConfigurationError, requests.RequestException) as exc:
         reason = _classify(exc)
         log = logger.info if reason in {"access_denied", "state"} else logger.warning

@@ -145,6 +145,11 @@ def test_sec12_unexpected_error_in_callback_is_a_page_not_a_debug_report(
     response = client.get(parts.path, parse_qs(parts.query))
     assert response.status_code == 500
     assert b"Something went wrong on this site" in response.content
+    # Nothing half-written: the user and the association were rolled back too.
+    from django.contrib.auth import get_user_model
+    from social_django.models import UserSocialAuth
+
+    assert get_user_model().objects.count() == 0 and UserSocialAuth.objects.count() == 0
     assert_clean(response.content.decode() + caplog.text, [code, CLIENT_SECRET])
     assert "database went away" in caplog.text
 
