@@ -31,6 +31,7 @@ from django.utils.translation import gettext, ngettext_lazy
 from django.utils.translation import gettext_lazy as _
 
 from . import tokens
+from .backends import LexofficeOAuth2
 from .conf import settings as lexoffice_settings
 from .exceptions import (
     ClientConfigurationError,
@@ -42,7 +43,7 @@ from .exceptions import (
 from .http import redact
 from .models import TOKEN_FIELDS, LexofficeConnection
 
-SOCIAL_AUTH_PROVIDER = "lexoffice"
+SOCIAL_AUTH_PROVIDER = LexofficeOAuth2.name
 
 #: Badge colours per status; white text on these passes WCAG AA contrast.
 if TYPE_CHECKING:

@@ -48,8 +48,10 @@ DEFAULT_PIPELINE: tuple[str, ...] = (
 _CONNECTION_NAME_FORBIDDEN = re.compile(r'[^A-Za-z0-9äöüÄÖÜß\s/?.\-{}"_\\:=,()]')
 _DOTTED_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
 CONNECTION_NAME_MAX_LENGTH = 100
-# Tokens must never land in extra_data, whatever EXTRA_DATA a site configures.
-_TOKEN_KEYS = frozenset({"access_token", "refresh_token", "id_token", "token_type", "code"})
+#: Keys that must never land in ``UserSocialAuth.extra_data``, whatever EXTRA_DATA says.
+TOKEN_KEYS = frozenset(
+    {"access_token", "refresh_token", "id_token", "token_type", "code", "code_verifier"}
+)
 _MISSING = object()
 
 
@@ -264,7 +266,7 @@ class LexofficeOAuth2(BaseOAuth2PKCE[Any]):
         pipeline_kwargs: dict[str, Any],
     ) -> dict[str, Any]:
         data = super().extra_data(user, uid, response, details, pipeline_kwargs)
-        return {key: value for key, value in data.items() if key not in _TOKEN_KEYS}
+        return {key: value for key, value in data.items() if key not in TOKEN_KEYS}
 
     # -- pipeline: works with no setting ------------------------------------------------
 

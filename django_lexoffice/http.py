@@ -121,7 +121,7 @@ def describe_body(text: str, secrets: Iterable[str] = ()) -> str:
     return rendered
 
 
-def describe_response(response: requests.Response, secrets: Iterable[str] = ()) -> str:
+def describe_response(response: requests.Response) -> str:
     """``HTTP 503: {"message": ...}``, never a token."""
-    body = describe_body(response.text or "", secrets)
+    body = describe_body(response.text or "")
     return f"HTTP {response.status_code}: {body}" if body else f"HTTP {response.status_code}"

@@ -14,12 +14,11 @@ from typing import Any
 from django.db import transaction
 from django.views.decorators.debug import sensitive_variables
 
+from .backends import TOKEN_KEYS, LexofficeOAuth2
 from .conf import settings as lexoffice_settings
 from .models import LexofficeConnection
 from .signals import connection_created
 
-BACKEND_NAME = "lexoffice"
-_TOKEN_KEYS = ("access_token", "refresh_token", "id_token", "token_type", "code", "code_verifier")
 _USER_FIELDS = ("first_name", "last_name", "email")
 
 
@@ -38,7 +37,7 @@ def save_connection(
     the scopes that were requested (Lexware's ``scope`` echo is coarse) and
     scrubs tokens from the social-auth association.
     """
-    if getattr(backend, "name", None) != BACKEND_NAME or user is None or not response:
+    if getattr(backend, "name", None) != LexofficeOAuth2.name or user is None or not response:
         return None
     created_by = response.get("created") or {}
     with transaction.atomic():
@@ -72,8 +71,8 @@ def scrub_extra_data(social: Any) -> None:
     """Remove every token from a ``UserSocialAuth.extra_data`` and save it."""
     if social is None or not isinstance(getattr(social, "extra_data", None), dict):
         return
-    if any(key in social.extra_data for key in _TOKEN_KEYS):
-        for key in _TOKEN_KEYS:
+    if any(key in social.extra_data for key in TOKEN_KEYS):
+        for key in TOKEN_KEYS:
             social.extra_data.pop(key, None)
         social.save(update_fields=["extra_data"])
 

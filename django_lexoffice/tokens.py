@@ -65,7 +65,7 @@ def backoff_delay(failures: int) -> timedelta:
     return timedelta(seconds=min(seconds, BACKOFF_MAX_SECONDS))
 
 
-@sensitive_variables("refresh_token", "payload", "data")
+@sensitive_variables("refresh_token")
 def refresh(
     connection: LexofficeConnection,
     *,

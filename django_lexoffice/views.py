@@ -34,14 +34,14 @@ from social_core.exceptions import (
 from social_django.utils import load_backend, load_strategy
 
 from . import tokens
+from .backends import LexofficeOAuth2
 from .conf import settings as lexoffice_settings
 from .exceptions import LexofficeConfigurationError
 from .models import LexofficeConnection
 
 logger = logging.getLogger(__name__)
 
-BACKEND_NAME = "lexoffice"
-BACKEND_PATH = "django_lexoffice.backends.LexofficeOAuth2"
+BACKEND_PATH = f"{LexofficeOAuth2.__module__}.{LexofficeOAuth2.__qualname__}"
 #: Session key of the validated ``next`` URL, stored before leaving for Lexware.
 NEXT_SESSION_KEY = "lexoffice_next"
 # do_complete() must not pick a redirect target of its own from the session.
@@ -75,7 +75,7 @@ def _safe_next(request: HttpRequest, value: str | None) -> str | None:
 def _load_backend(request: HttpRequest) -> Any:
     strategy = load_strategy(request)
     redirect_uri = lexoffice_settings.REDIRECT_URI or reverse("lexoffice:callback")
-    return load_backend(strategy, BACKEND_NAME, redirect_uri=redirect_uri)
+    return load_backend(strategy, LexofficeOAuth2.name, redirect_uri=redirect_uri)
 
 
 def _no_referrer(response: HttpResponse) -> HttpResponse:
