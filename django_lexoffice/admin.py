@@ -258,6 +258,11 @@ DETAIL_FIELDSETS: Any = (
     ),
     (_("Last error"), {"fields": ("last_error_display", "last_error_at", "consecutive_failures")}),
     (_("Dates"), {"fields": ("created_at", "updated_at")}),
+    # Webhooks and the two-year renewal (issue 15).
+    (
+        _("Authorization"),
+        {"fields": ("authorized_at", "ended_in_lexoffice", "reauthorization_due_sent_for")},
+    ),
 )
 
 
@@ -287,7 +292,7 @@ class LexofficeConnectionAdmin(_ModelAdmin):
         "scopes_display",
     )
     list_display_links = ("company_name",)
-    list_filter = ("status", ExpiryListFilter)
+    list_filter = ("status", ExpiryListFilter, "ended_in_lexoffice")
     list_select_related = ("user",)
     date_hierarchy = "created_at"
     search_help_text = _("Search by username, e-mail address, company or organization id.")
@@ -349,7 +354,7 @@ class LexofficeConnectionAdmin(_ModelAdmin):
             'white-space:nowrap">{}</span>',
             obj.status,
             STATUS_COLOURS.get(obj.status, "#57606a"),
-            obj.get_status_display(),
+            gettext("Ended in lexoffice") if obj.ended_in_lexoffice else obj.get_status_display(),
         )
 
     @admin.display(description=_("expiry"), ordering="expires_at")

@@ -7,6 +7,8 @@ app (see the module map in the docs).
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.conf import settings as django_settings
 
 PRODUCTION_AUTH_BASE_URL = "https://app.lexware.de"
@@ -16,6 +18,54 @@ SANDBOX_API_BASE_URL = "https://api.lexware-sandbox.io"
 
 #: ``profile.read`` is always requested: ``/v1/profile`` identifies the account.
 REQUIRED_SCOPES: tuple[str, ...] = ("profile.read",)
+
+#: Lexware's webhook signing key (RSA 4096), as published at
+#: https://developers.lexware.io/webhookSignature/public/public_key.pub; SHA-256 of its DER:
+#: 6a42debdf6c613137f8da76b231711c93c3b4fc2dc0e7a2998e08c7f479f80b1.
+LEXWARE_WEBHOOK_PUBLIC_KEY = """\
+-----BEGIN PUBLIC KEY-----
+MIICIjANBgkqhkiG9w0BAQEFAAOCAg8AMIICCgKCAgEAtCkZXZqT2zFRmA83KsBC
+tQSv9t+AaWiZpRWvzE4wiQEh0aHzNYkT/DlP419pngqoLxnqW9SsgWfKOG3utoEV
+z+Lru9odZntW/n/yaRK3f0AcMtuWs/Z1PZ4BbN/RlFYyqlPg0VfuAvZMAa+J9WAl
+Fuy0T4Y0EdO0d+EL8BpzSLqj3XLI+YuK4hUhlTOxHmdDtNUkugnT9b9khb+oPDmB
+3yxRP6Rmo2qo6waSc+pihCdOiZKzwA4fA1HT8DM54OaNQ4qd9NRf5uECijFlpQu6
+vZdW7Z+LZ8HTgGQVSsJdCzUtM1wiWOERrHvd8IpBMvUAvGM/qaJnAmwsEr4J/El4
+yCmur8wwYBtSUH0Xue42YysdmSS0pOMMUAAvr70HQMDHagYkErMtu6FAyAmPz8p/
+tAqJJpwAhxITbnc5WsmZOu0Ke255nXQ/2Go1TKv+45mSb7RLsvpmhVZ4nFByFt24
+vG6IwNReuLhJJL468jrdTpxyZRn0QqkxiQV7jDd9Dp1NVd/W3+n86Aos9LnJa+ut
+kN+jOOWmJdJjnQetJlbDVg3ex+XHVmCjiRYggCGPlpXVJwdEUNGzxhPGKjxmeiQT
+ahwFA9iHtwBw7yK5VfM/hA+JeF2FXYhTdehfClAQt1YCYXkgUEFxm9idRdBoCY6U
+bmFUXQLdi7tZyDor8Rxoq2MCAwEAAQ==
+-----END PUBLIC KEY-----
+"""
+
+#: Lexware's webhook event types (LEXOFFICE.md); ``article.*`` from secondary sources.
+WEBHOOK_EVENT_TYPES: frozenset[str] = frozenset(
+    [
+        f"{resource}.{action}"
+        for resource in ("contact", "dunning", "recurring-template", "article")
+        for action in ("created", "changed", "deleted")
+    ]
+    + [
+        f"{resource}.{action}"
+        for resource in (
+            "credit-note",
+            "delivery-note",
+            "down-payment-invoice",
+            "invoice",
+            "order-confirmation",
+            "quotation",
+            "voucher",
+        )
+        for action in ("created", "changed", "deleted", "status.changed")
+    ]
+    + ["payment.changed", "token.revoked"]
+)
+
+DEFAULT_WEBHOOK_EVENTS: tuple[str, ...] = ("token.revoked",)
+
+#: Lexware's partner authorizations end after two years (LEXOFFICE.md, "Other").
+DEFAULT_AUTHORIZATION_LIFETIME = timedelta(days=730)
 
 #: Lexware allows 2 requests per second per client; stay a little below it.
 DEFAULT_RATE_LIMIT = 1.8
@@ -124,6 +174,51 @@ class Settings:
             return (float(value), float(value))
         connect, read = value
         return (float(connect), float(read))
+
+    @property
+    def WEBHOOK_URL(self) -> str | None:
+        """Absolute https URL of ``lexoffice:webhook`` as Lexware reaches it; ``None``: no
+        subscriptions are made."""
+        value = getattr(django_settings, "LEXOFFICE_WEBHOOK_URL", None)
+        return str(value) if value else None
+
+    @property
+    def WEBHOOK_EVENTS(self) -> list[str]:
+        """Event types each connection subscribes to (default ``["token.revoked"]``)."""
+        value = getattr(django_settings, "LEXOFFICE_WEBHOOK_EVENTS", DEFAULT_WEBHOOK_EVENTS)
+        if isinstance(value, str):
+            value = value.split()
+        events: list[str] = []
+        for event in value:
+            if str(event) not in events:
+                events.append(str(event))
+        return events
+
+    @property
+    def WEBHOOK_PUBLIC_KEYS(self) -> list[str]:
+        """PEM texts of the keys that may verify ``X-Lxo-Signature`` (default: Lexware's)."""
+        value = getattr(django_settings, "LEXOFFICE_WEBHOOK_PUBLIC_KEY", None)
+        if not value:
+            return [LEXWARE_WEBHOOK_PUBLIC_KEY]
+        if isinstance(value, (str, bytes)):
+            value = [value]
+        return [item.decode("ascii") if isinstance(item, bytes) else str(item) for item in value]
+
+    @property
+    def WEBHOOK_RECEIVERS_IN_CELERY(self) -> bool:
+        """``LEXOFFICE_WEBHOOK_USE_CELERY``: run ``event_received`` receivers in a Celery
+        task instead of inline (needs the ``celery`` extra)."""
+        return bool(getattr(django_settings, "LEXOFFICE_WEBHOOK_USE_CELERY", False))
+
+    @property
+    def AUTHORIZATION_LIFETIME(self) -> timedelta | None:
+        """How long Lexware keeps an authorization; ``None``: no renewal reminders."""
+        value = getattr(
+            django_settings, "LEXOFFICE_AUTHORIZATION_LIFETIME", DEFAULT_AUTHORIZATION_LIFETIME
+        )
+        if value is None or isinstance(value, timedelta):
+            return value
+        return timedelta(days=float(value))
 
 
 settings = Settings()

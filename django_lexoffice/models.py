@@ -1,4 +1,5 @@
-"""The ``LexofficeConnection`` model: one lexoffice company connected by one user."""
+"""The models: a user's ``LexofficeConnection``, the webhook events Lexware delivered,
+and the event subscriptions this site made at Lexware."""
 
 from __future__ import annotations
 
@@ -106,6 +107,16 @@ class LexofficeConnection(models.Model):
     next_attempt_at = models.DateTimeField(
         _("next refresh attempt not before"), null=True, blank=True
     )
+    # The last code exchange (a new connection or a reconnect); the pipeline sets it. A
+    # ``token.revoked`` older than this belongs to a replaced grant, and Lexware's two-year
+    # authorization lifetime counts from here.
+    authorized_at = models.DateTimeField(_("authorized at"), default=timezone.now)
+    #: The user (or Lexware) ended the connection inside lexoffice (``token.revoked``).
+    ended_in_lexoffice = models.BooleanField(_("ended in lexoffice"), default=False)
+    #: The ``authorized_at`` for which ``reauthorization_due`` was sent (once per authorization).
+    reauthorization_due_sent_for = models.DateTimeField(
+        _("renewal reminder sent for"), null=True, blank=True, editable=False
+    )
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
@@ -172,3 +183,83 @@ class LexofficeConnection(models.Model):
         if self.expires_at is None:
             return True
         return self.expires_at <= timezone.now() + timedelta(seconds=seconds)
+
+
+class LexofficeWebhookEvent(models.Model):
+    """A verified webhook delivery from Lexware, kept a week (deduplication and the admin).
+
+    Lexware retries a delivery for about 41 hours and its signature carries no timestamp,
+    so a replay verifies: the first verified copy of an event (organization, type, resource,
+    date) is ``verified``, later copies are recorded as ``duplicate`` and have no effect. A
+    delivery whose handling failed is recorded as ``failed`` after the rollback; it does not
+    count as seen, so Lexware's retry is handled as new.
+    """
+
+    class Status(models.TextChoices):
+        VERIFIED = "verified", _("Verified")
+        DUPLICATE = "duplicate", _("Duplicate")
+        FAILED = "failed", _("Failed")
+
+    organization_id = models.CharField(_("organization id"), max_length=64)
+    event_type = models.CharField(_("event type"), max_length=64)
+    resource_id = models.CharField(_("resource id"), max_length=64)
+    event_date = models.DateTimeField(_("event date"))
+    status = models.CharField(_("status"), max_length=16, choices=Status.choices)
+    detail = models.CharField(_("detail"), max_length=500, blank=True)
+    received_at = models.DateTimeField(_("received at"), auto_now_add=True, db_index=True)
+
+    class Meta:
+        verbose_name = _("lexoffice webhook event")
+        verbose_name_plural = _("lexoffice webhook events")
+        ordering = ("-received_at", "-pk")
+        constraints = [
+            # Only one verified copy of an event: the database settles two concurrent
+            # deliveries of the same event, not a read-then-write in Python.
+            models.UniqueConstraint(
+                fields=("organization_id", "event_type", "resource_id", "event_date"),
+                condition=models.Q(status="verified"),
+                name="lexoffice_unique_verified_event",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} {self.resource_id} ({self.get_status_display()})"
+
+
+class LexofficeSubscription(models.Model):
+    """An event subscription this site made at Lexware for a connection ("ours").
+
+    A row without ``subscription_id`` records a subscription that failed (``last_error``):
+    ``sync_lexoffice_subscriptions`` repairs it.
+    """
+
+    connection = models.ForeignKey(
+        LexofficeConnection,
+        on_delete=models.CASCADE,
+        related_name="subscriptions",
+        verbose_name=_("lexoffice connection"),
+    )
+    subscription_id = models.CharField(_("subscription id"), max_length=64, blank=True)
+    event_type = models.CharField(_("event type"), max_length=64)
+    callback_url = models.URLField(_("callback URL"), max_length=500)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    last_error = models.CharField(_("last error"), max_length=2000, blank=True)
+    last_error_at = models.DateTimeField(_("last error at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("lexoffice event subscription")
+        verbose_name_plural = _("lexoffice event subscriptions")
+        ordering = ("connection", "event_type", "pk")
+        constraints = [
+            models.UniqueConstraint(
+                fields=("connection", "event_type", "callback_url"),
+                name="lexoffice_unique_subscription",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} -> {self.callback_url}"
+
+    @property
+    def is_subscribed(self) -> bool:
+        return bool(self.subscription_id)

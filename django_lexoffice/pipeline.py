@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import transaction
+from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from .backends import TOKEN_KEYS, LexofficeOAuth2
@@ -53,6 +54,11 @@ def save_connection(
         connection.set_tokens(
             response["access_token"], response.get("refresh_token"), response.get("expires_in")
         )
+        # Every code exchange is a new authorization: Lexware's two-year lifetime restarts,
+        # and a connection that had ended in lexoffice is live again.
+        connection.authorized_at = timezone.now()
+        connection.ended_in_lexoffice = False
+        connection.reauthorization_due_sent_for = None
         connection.save()
         scrub_extra_data(social)
 

@@ -1,4 +1,5 @@
-"""Signal receivers: a deleted connection (or user) leaves no live grant at Lexware."""
+"""Signal receivers: a deleted connection (or user) leaves no live grant at Lexware; a
+revoked connection keeps no subscription records."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from typing import Any
 from django.db.models.signals import pre_delete
 from django.dispatch import receiver
 
-from .models import LexofficeConnection
+from .models import LexofficeConnection, LexofficeSubscription
+from .signals import connection_revoked
 from .tokens import revoke_at_lexware
 
 logger = logging.getLogger(__name__)
@@ -25,3 +27,9 @@ def revoke_before_delete(sender: Any, instance: LexofficeConnection, **kwargs: A
             "the user can end it in lexoffice's settings.",
             instance.pk,
         )
+
+
+@receiver(connection_revoked, dispatch_uid="django_lexoffice_forget_subscriptions")
+def forget_subscriptions(sender: Any, connection: LexofficeConnection, **kwargs: Any) -> None:
+    """Lexware deletes the subscriptions of a revoked grant: drop our records of them."""
+    LexofficeSubscription.objects.filter(connection_id=connection.pk).delete()

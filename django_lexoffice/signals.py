@@ -19,5 +19,21 @@ tokens_refreshed = Signal()
 reauthorization_required = Signal()
 
 #: The connection was revoked and its tokens cleared.
-#: Arguments: ``connection``, ``revoked_at_lexware`` (``False`` when Lexware could not be reached).
+#: Arguments: ``connection``, ``revoked_at_lexware`` (``False`` when Lexware could not be reached),
+#: ``ended_in_lexoffice`` (``True`` when the user or Lexware ended it inside lexoffice and a
+#: ``token.revoked`` webhook told us; ``False`` when this site revoked it).
 connection_revoked = Signal()
+
+#: The connection's authorization ends soon (Lexware's two-year lifetime,
+#: ``LEXOFFICE_AUTHORIZATION_LIFETIME``): ask the user to connect again. Sent once per
+#: authorization, from 30 days before, by ``refresh_lexoffice_tokens`` and its Celery task.
+#: Arguments: ``connection``, ``ends_at`` (an aware datetime).
+reauthorization_due = Signal()
+
+#: Lexware delivered a verified, new webhook event (after its built-in effect, on commit).
+#: Sender: ``LexofficeConnection``. Arguments: ``event_type``, ``resource_id``,
+#: ``organization_id``, ``event_date`` (an aware datetime) and ``connections`` (that
+#: organization's active connections, a QuerySet). Receivers run while Lexware waits (5 s):
+#: keep them fast, or queue the work. No resource data comes with the event: fetch it with
+#: :class:`~django_lexoffice.client.LexofficeClient`.
+event_received = Signal()

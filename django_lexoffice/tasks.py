@@ -27,6 +27,8 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
         'django_lexoffice.tasks needs Celery: pip install "django-lexoffice[celery]"'
     ) from exc
 
+from datetime import datetime
+
 from .batch import due_connections, iter_due
 from .exceptions import ClientConfigurationError, ConnectionNotActive, LexofficeError
 from .models import LexofficeConnection
@@ -60,3 +62,21 @@ def refresh_connection(pk: int, margin: float | None = None) -> str:
     except LexofficeError as exc:
         return type(exc).__name__
     return result.outcome.value
+
+
+@shared_task(name="django_lexoffice.tasks.send_event_received", ignore_result=True)
+def send_event_received(
+    event_type: str, resource_id: str, organization_id: str, event_date: str
+) -> None:
+    """Send ``event_received`` for a webhook event, outside the request Lexware waits on
+    (``LEXOFFICE_WEBHOOK_USE_CELERY = True``). ``event_date``: ISO 8601 with offset."""
+    from .webhooks import Event, dispatch_inline
+
+    dispatch_inline(
+        Event(
+            organization_id=organization_id,
+            event_type=event_type,
+            resource_id=resource_id,
+            event_date=datetime.fromisoformat(event_date),
+        )
+    )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -262,7 +262,10 @@ def revoke(connection: LexofficeConnection) -> bool:
             current.save()
     _copy_state(current, connection)
     connection_revoked.send(
-        sender=LexofficeConnection, connection=current, revoked_at_lexware=confirmed
+        sender=LexofficeConnection,
+        connection=current,
+        revoked_at_lexware=confirmed,
+        ended_in_lexoffice=False,
     )
     return confirmed
 
@@ -296,3 +299,47 @@ def _valid_token_payload(data: dict[str, Any]) -> bool:
         and not isinstance(expires_in, bool)
         and 0 < expires_in <= 10 * 365 * 86400
     )
+
+
+# -- Ended inside lexoffice (webhook ``token.revoked``) ----------------------------------------
+
+
+def end_from_lexware(connection: LexofficeConnection, *, event_date: datetime) -> bool:
+    """Lexware says the grant is gone (``token.revoked``): end the connection here.
+
+    Under the row lock, so it cannot interleave with a refresh of the same row: a refresh
+    that got there first is committed and then ended; one that comes later finds the row
+    revoked. Ends the connection only when it is still active-or-pending and was authorized
+    before ``event_date`` (a stale event must not end a newer grant). Clears the tokens,
+    marks the row ``revoked`` and ``ended_in_lexoffice`` and sends ``connection_revoked``
+    (``revoked_at_lexware=True, ended_in_lexoffice=True``) on commit. Sends nothing to
+    ``/oauth2/revoke``: Lexware already revoked the grant. Returns whether it ended it.
+    Call it inside a transaction (the webhook view does); the signal waits for its commit.
+    """
+    with transaction.atomic():
+        current = LexofficeConnection.objects.select_for_update().filter(pk=connection.pk).first()
+        if current is None or current.status == LexofficeConnection.Status.REVOKED:
+            return False
+        if current.authorized_at >= event_date:
+            return False
+        current.access_token = ""
+        current.refresh_token = ""
+        current.expires_at = None
+        current.status = LexofficeConnection.Status.REVOKED
+        current.ended_in_lexoffice = True
+        current.next_attempt_at = None
+        current.save()
+        # Lexware deletes a revoked grant's subscriptions: forget ours with it.
+        current.subscriptions.all().delete()
+        logger.info("lexoffice connection %s was ended in lexoffice", current.pk)
+        transaction.on_commit(
+            lambda: connection_revoked.send(
+                sender=LexofficeConnection,
+                connection=current,
+                revoked_at_lexware=True,
+                ended_in_lexoffice=True,
+            ),
+            robust=True,  # a failing receiver must not undo an answered, committed event
+        )
+    _copy_state(current, connection)
+    return True

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import views
+from . import views, webhooks
 
 app_name = "lexoffice"
 
@@ -11,4 +11,5 @@ urlpatterns = [
     path("callback/", views.callback, name="callback"),
     path("connections/", views.connections, name="connections"),
     path("connections/<int:pk>/disconnect/", views.disconnect, name="disconnect"),
+    path("webhook/", webhooks.webhook, name="webhook"),
 ]
