@@ -31,6 +31,7 @@ from django.utils.translation import gettext, ngettext_lazy
 from django.utils.translation import gettext_lazy as _
 
 from . import tokens
+from .admin_webhooks import AuthorizationEndsFilter, ConnectionWebhooksAdminMixin
 from .backends import LexofficeOAuth2
 from .conf import settings as lexoffice_settings
 from .exceptions import (
@@ -261,13 +262,21 @@ DETAIL_FIELDSETS: Any = (
     # Webhooks and the two-year renewal (issue 15).
     (
         _("Authorization"),
-        {"fields": ("authorized_at", "ended_in_lexoffice", "reauthorization_due_sent_for")},
+        {
+            "fields": (
+                "authorized_at",
+                "authorization_ends",
+                "ended_in_lexoffice",
+                "reauthorization_due_sent_for",
+                "subscriptions_display",
+            )
+        },
     ),
 )
 
 
 @admin.register(LexofficeConnection)
-class LexofficeConnectionAdmin(_ModelAdmin):
+class LexofficeConnectionAdmin(ConnectionWebhooksAdminMixin, _ModelAdmin):
     """Every user's lexoffice connections, read-only, never showing a token.
 
     Permissions (``django_lexoffice.<codename>``):
@@ -292,13 +301,13 @@ class LexofficeConnectionAdmin(_ModelAdmin):
         "scopes_display",
     )
     list_display_links = ("company_name",)
-    list_filter = ("status", ExpiryListFilter, "ended_in_lexoffice")
+    list_filter = ("status", ExpiryListFilter, "ended_in_lexoffice", AuthorizationEndsFilter)
     list_select_related = ("user",)
     date_hierarchy = "created_at"
     search_help_text = _("Search by username, e-mail address, company or organization id.")
     fieldsets = DETAIL_FIELDSETS
     readonly_fields = tuple(flatten_fieldsets(DETAIL_FIELDSETS))
-    actions = ("refresh_tokens", "revoke_connections", "delete_selected")
+    actions = ("refresh_tokens", "revoke_connections", "sync_subscriptions", "delete_selected")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[LexofficeConnection]:
         # The admin never needs a token's value: the list is not decrypted at all

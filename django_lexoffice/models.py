@@ -3,7 +3,7 @@ and the event subscriptions this site made at Lexware."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from django.conf import settings
@@ -15,6 +15,8 @@ from .exceptions import UnsafeTokenWriteError
 from .fields import EncryptedTokenField
 
 TOKEN_FIELDS = frozenset({"access_token", "refresh_token"})
+#: How long before the authorization ends the user is asked to connect again.
+RENEWAL_NOTICE = timedelta(days=30)
 
 
 class LexofficeConnectionQuerySet(models.QuerySet["LexofficeConnection"]):
@@ -177,6 +179,23 @@ class LexofficeConnection(models.Model):
         self.next_attempt_at = None
         self.last_error = ""
         self.last_error_at = None
+
+    @property
+    def authorization_ends_at(self) -> datetime | None:
+        """When Lexware ends this authorization (``authorized_at`` plus
+        ``LEXOFFICE_AUTHORIZATION_LIFETIME``); ``None`` when the lifetime is off."""
+        from .conf import settings as lexoffice_settings
+
+        lifetime = lexoffice_settings.AUTHORIZATION_LIFETIME
+        if lifetime is None or self.authorized_at is None:
+            return None
+        return self.authorized_at + lifetime
+
+    @property
+    def reauthorization_due(self) -> bool:
+        """Active, and its authorization ends within :data:`RENEWAL_NOTICE` (30 days)."""
+        ends_at = self.authorization_ends_at
+        return self.is_active and ends_at is not None and ends_at <= timezone.now() + RENEWAL_NOTICE
 
     def expires_within(self, seconds: float) -> bool:
         """True when the access token is unknown or expires within ``seconds``."""

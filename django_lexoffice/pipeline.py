@@ -19,6 +19,7 @@ from .backends import TOKEN_KEYS, LexofficeOAuth2
 from .conf import settings as lexoffice_settings
 from .models import LexofficeConnection
 from .signals import connection_created
+from .subscriptions import subscribe_after_login
 
 _USER_FIELDS = ("first_name", "last_name", "email")
 
@@ -61,6 +62,8 @@ def save_connection(
         connection.reauthorization_due_sent_for = None
         connection.save()
         scrub_extra_data(social)
+        # A new grant has no subscriptions at Lexware yet: subscribe once the login commits.
+        subscribe_after_login(connection)
 
     request = getattr(backend.strategy, "request", None)
     if request is not None:

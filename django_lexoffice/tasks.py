@@ -80,3 +80,30 @@ def send_event_received(
             event_date=datetime.fromisoformat(event_date),
         )
     )
+
+
+@shared_task(name="django_lexoffice.tasks.subscribe_connection", ignore_result=True)
+def subscribe_connection(pk: int) -> list[str]:
+    """Subscribe a freshly authorized connection to ``LEXOFFICE_WEBHOOK_EVENTS`` (queued on
+    commit of the login with ``LEXOFFICE_WEBHOOK_USE_CELERY``); return the errors."""
+    from .subscriptions import subscribe_connection as subscribe
+
+    return subscribe(pk)
+
+
+@shared_task(name="django_lexoffice.tasks.sync_subscriptions", ignore_result=True)
+def sync_subscriptions() -> dict[str, int]:
+    """``sync_lexoffice_subscriptions`` as a task (beat, e.g. daily): repair subscriptions
+    and prune webhook event records older than a week."""
+    from .subscriptions import sync_all
+    from .webhooks import prune_events
+
+    summary = sync_all()
+    pruned = prune_events()
+    return {
+        "connections": summary.connections,
+        "created": summary.created,
+        "deleted": summary.deleted,
+        "failed": summary.failed,
+        "pruned": pruned,
+    }

@@ -36,9 +36,10 @@ from .constants import COUNTERS, SCOPES, Company
 from .exceptions import AuthorizeErrorPage, FakeLexwareError, InjectedFaultError
 from .grants import TokenResponse
 from .state import FakeState
+from .webhooks import FakeWebhooksMixin
 
 
-class FakeLexware:
+class FakeLexware(FakeWebhooksMixin):
     """A strict fake of Lexware's authorization server and API, steered from tests."""
 
     def __init__(self, *, cache_alias: str | None = None) -> None:

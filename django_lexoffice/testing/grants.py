@@ -178,6 +178,9 @@ def create_grant(
         "access_token": "",
         "refresh_token": "",
     }
+    from .webhooks import remember_grant  # the "Verbundene Apps" page lists it
+
+    remember_grant(state, grant["connection_id"])
     return _store_tokens(state, grant)
 
 

@@ -21,6 +21,7 @@ from django.urls import resolve
 
 from django_lexoffice.conf import settings as lexoffice_settings
 
+from . import webhooks
 from .replies import DROP_ATTRIBUTE
 from .views import READ_TIMEOUT_META
 
@@ -96,6 +97,7 @@ def register(mock: responses.RequestsMock) -> None:
     for method, base, path in ROUTES:
         url = re.compile(re.escape(bases[base] + path) + r"(\?.*)?\Z")
         mock.add_callback(method, url, callback=_make_callback(path), content_type=None)
+    webhooks.register_routes(mock, bases["api"], _make_callback)
 
 
 def new_mock() -> responses.RequestsMock:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from . import views
+from . import views, webhooks
 
 app_name = "fake_lexware"
 
@@ -22,4 +22,7 @@ urlpatterns = [
     path("oauth2/revoke", views.revoke, name="revoke"),
     path("v1/profile", views.profile, name="profile"),
     path("v1/contacts", views.contacts, name="contacts"),
+    path("v1/event-subscriptions", webhooks.event_subscriptions, name="event_subscriptions"),
+    path("v1/event-subscriptions/<str:subscription_id>", webhooks.event_subscription),
+    path("verbundene-apps", webhooks.connected_apps, name="connected_apps"),
 ]

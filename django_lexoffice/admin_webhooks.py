@@ -1,0 +1,144 @@
+"""Admin for webhooks and the renewal: received events (read-only), each connection's
+subscriptions, the "Sync subscriptions" action and the "authorization ends" filter.
+
+``LexofficeConnectionAdmin`` takes :class:`ConnectionWebhooksAdminMixin`; the event list is
+registered here.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.formats import date_format
+from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext, ngettext
+from django.utils.translation import gettext_lazy as _
+
+from . import subscriptions
+from .conf import settings as lexoffice_settings
+from .exceptions import LexofficeError
+from .models import RENEWAL_NOTICE, LexofficeConnection, LexofficeWebhookEvent
+
+if TYPE_CHECKING:
+    _EventAdmin = admin.ModelAdmin[LexofficeWebhookEvent]
+else:
+    _EventAdmin = admin.ModelAdmin
+
+
+class AuthorizationEndsFilter(admin.SimpleListFilter):
+    """Connections whose authorization at Lexware ends soon (the two-year lifetime)."""
+
+    title = _("authorization ends")
+    parameter_name = "authorization_ends"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
+        return [("30d", _("within 30 days"))]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
+        lifetime = lexoffice_settings.AUTHORIZATION_LIFETIME
+        if self.value() != "30d":
+            return queryset
+        if lifetime is None:
+            return queryset.none()
+        return queryset.filter(authorized_at__lte=timezone.now() + RENEWAL_NOTICE - lifetime)
+
+
+class ConnectionWebhooksAdminMixin:
+    """Read-only fields and the sync action for ``LexofficeConnectionAdmin``."""
+
+    @admin.display(description=_("authorization ends"))
+    def authorization_ends(self, obj: LexofficeConnection) -> str:
+        """When Lexware ends the authorization (red within 30 days)."""
+        ends_at = obj.authorization_ends_at
+        if ends_at is None:
+            return "-"
+        text = date_format(timezone.localtime(ends_at), "DATE_FORMAT")
+        if obj.reauthorization_due:
+            return format_html('<strong style="color:var(--error-fg)">{}</strong>', text)
+        return text
+
+    @admin.display(description=_("event subscriptions"))
+    def subscriptions_display(self, obj: LexofficeConnection) -> str:
+        """The subscriptions this site made for the connection (failed ones with their error)."""
+        rows = list(obj.subscriptions.all())
+        if not rows:
+            return "-"
+        return format_html_join(
+            "",
+            "<div>{} &rarr; {} <small>{}</small></div>",
+            (
+                (
+                    row.event_type,
+                    row.callback_url,
+                    row.subscription_id or gettext("failed: %(error)s") % {"error": row.last_error},
+                )
+                for row in rows
+            ),
+        )
+
+    @admin.action(description=_("Sync subscriptions"), permissions=["refresh"])
+    def sync_subscriptions(
+        self, request: HttpRequest, queryset: QuerySet[LexofficeConnection]
+    ) -> None:
+        """Create missing and delete unwanted event subscriptions of the selected connections."""
+        done = failed = 0
+        for connection in queryset.filter(status=LexofficeConnection.Status.ACTIVE):
+            try:
+                subscriptions.sync_connection(connection)
+            except (LexofficeError, ValueError):
+                failed += 1
+            else:
+                done += 1
+        message_user = self.message_user  # type: ignore[attr-defined]
+        if done:
+            message_user(
+                request,
+                ngettext(
+                    "Synced the subscriptions of %(count)d connection.",
+                    "Synced the subscriptions of %(count)d connections.",
+                    done,
+                )
+                % {"count": done},
+                messages.SUCCESS,
+            )
+        if failed:
+            message_user(
+                request,
+                ngettext(
+                    "Syncing failed for %(count)d connection; see its last error.",
+                    "Syncing failed for %(count)d connections.",
+                    failed,
+                )
+                % {"count": failed},
+                messages.ERROR,
+            )
+
+
+@admin.register(LexofficeWebhookEvent)
+class LexofficeWebhookEventAdmin(_EventAdmin):
+    """Webhook events Lexware delivered (kept a week), read-only."""
+
+    list_display = ("received_at", "event_type", "resource_id", "organization_id", "status")
+    list_filter = ("status", "event_type")
+    search_fields = ("organization_id", "resource_id")
+    date_hierarchy = "received_at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+__all__ = [
+    "AuthorizationEndsFilter",
+    "ConnectionWebhooksAdminMixin",
+    "LexofficeWebhookEventAdmin",
+]

@@ -1,0 +1,327 @@
+"""Event subscriptions, the sync command and the fake Lexware's webhooks (SECURITY.md 24)."""
+
+from __future__ import annotations
+
+from io import StringIO
+from unittest import mock
+
+import pytest
+import requests
+from django.core.management import CommandError, call_command
+
+from django_lexoffice import subscriptions
+from django_lexoffice.exceptions import NoResponse
+from django_lexoffice.models import LexofficeConnection, LexofficeSubscription
+from django_lexoffice.signals import connection_revoked
+from django_lexoffice.testing import webhooks as fake_webhooks
+
+from .test_flow import connect
+
+pytestmark = pytest.mark.django_db
+
+CALLBACK_URL = "https://testserver/lexoffice/webhook/"
+API = "https://api.lexware.io/v1/event-subscriptions"
+
+
+@pytest.fixture(autouse=True)
+def webhook_settings(settings, fake_lexware):
+    settings.LEXOFFICE_WEBHOOK_URL = CALLBACK_URL
+    settings.LEXOFFICE_WEBHOOK_PUBLIC_KEY = fake_lexware.webhook_public_key()
+
+
+@pytest.fixture
+def login(client, fake_lexware, django_capture_on_commit_callbacks):
+    """Log in through the fake and run what the login queued on commit."""
+
+    def run(**kwargs):
+        with django_capture_on_commit_callbacks(execute=True):
+            response = connect(client, fake_lexware, **kwargs)
+        assert response.status_code == 302
+        return LexofficeConnection.objects.order_by("-pk").first()
+
+    return run
+
+
+def run(*args: str) -> tuple[str, str, int]:
+    out, err = StringIO(), StringIO()
+    try:
+        call_command("sync_lexoffice_subscriptions", *args, stdout=out, stderr=err)
+    except CommandError as exc:
+        return out.getvalue(), err.getvalue() + str(exc), exc.returncode
+    return out.getvalue(), err.getvalue(), 0
+
+
+# -- subscribing at login --------------------------------------------------------------------
+
+
+def test_login_subscribes_the_new_grant_to_the_configured_events(login, fake_lexware, settings):
+    settings.LEXOFFICE_WEBHOOK_EVENTS = ["token.revoked", "invoice.created"]
+    connection = login()
+    at_lexware = fake_lexware.subscriptions()
+    assert sorted(s["eventType"] for s in at_lexware) == ["invoice.created", "token.revoked"]
+    assert {s["connectionId"] for s in at_lexware} == {connection.connection_id}
+    assert {s["callbackUrl"] for s in at_lexware} == {CALLBACK_URL}
+    records = {r.event_type: r.subscription_id for r in connection.subscriptions.all()}
+    assert records == {s["eventType"]: s["subscriptionId"] for s in at_lexware}
+
+
+def test_without_webhook_url_a_login_makes_no_subscription(login, fake_lexware, settings):
+    del settings.LEXOFFICE_WEBHOOK_URL
+    login()
+    assert fake_lexware.subscriptions() == []
+    assert not LexofficeSubscription.objects.exists()
+
+
+def test_a_reconnect_gets_a_new_connection_id_and_subscribes_again(login, fake_lexware):
+    first = login()
+    first_id = first.connection_id
+    second = login()
+    assert second.pk == first.pk and second.connection_id != first_id
+    record = LexofficeSubscription.objects.get()
+    mine = [s for s in fake_lexware.subscriptions() if s["connectionId"] == second.connection_id]
+    assert [s["subscriptionId"] for s in mine] == [record.subscription_id]
+
+
+def test_sec24_failed_subscription_is_recorded_never_breaks_the_login_and_sync_repairs_it(
+    login, fake_lexware, settings
+):
+    settings.LEXOFFICE_WEBHOOK_URL = "https://testserver/not-the-webhook/"  # HEAD check -> 406
+    connection = login()
+    assert connection.status == "active"
+    record = LexofficeSubscription.objects.get()
+    assert record.subscription_id == "" and "406" in record.last_error
+    settings.LEXOFFICE_WEBHOOK_URL = CALLBACK_URL
+    out, err, code = run()
+    assert code == 0, err
+    assert out == (
+        "Created 1 and deleted 0 subscriptions for 1 connection; failed 0; "
+        "pruned 0 old webhook events.\n"
+    )
+    record = LexofficeSubscription.objects.get()
+    assert record.subscription_id and record.callback_url == CALLBACK_URL and not record.last_error
+
+
+def test_sec24_lexware_unreachable_during_subscription_never_breaks_the_login(login, fake_lexware):
+    with mock.patch.object(
+        subscriptions.LexofficeClient,
+        "post",
+        side_effect=NoResponse("lexoffice POST: no answer", maybe_processed=False),
+    ):
+        connection = login()
+    assert connection.status == "active"
+    record = LexofficeSubscription.objects.get()
+    assert record.subscription_id == "" and "NoResponse" in record.last_error
+
+
+def test_sec24_subscription_calls_use_a_short_timeout_and_a_clean_https_url(login):
+    seen = []
+    real = subscriptions.LexofficeClient.__init__
+
+    def spy(self, connection, **kwargs):
+        seen.append(kwargs.get("timeout"))
+        real(self, connection, **kwargs)
+
+    with mock.patch.object(subscriptions.LexofficeClient, "__init__", spy):
+        login()
+    assert seen and all(t is not None and max(t) <= 5 for t in seen)
+    assert subscriptions.callback_url_problem(CALLBACK_URL) is None
+    assert subscriptions.callback_url_problem("http://example.com/lexoffice/webhook/")
+    assert subscriptions.callback_url_problem("https://example.com/webhook/?secret=1")
+    assert subscriptions.callback_url_problem("https://user:pw@example.com/webhook/")
+    assert subscriptions.callback_url_problem("http://127.0.0.1:8000/lexoffice/webhook/") is None
+
+
+def test_revoking_or_ending_a_connection_drops_its_subscription_records(login, fake_lexware):
+    from django_lexoffice import tokens
+
+    connection = login()
+    assert LexofficeSubscription.objects.exists()
+    tokens.revoke(connection)
+    assert not LexofficeSubscription.objects.exists()
+
+
+# -- the sync command ---------------------------------------------------------------------------
+
+
+def test_sync_creates_missing_and_deletes_ours_no_longer_wanted(login, fake_lexware, settings):
+    settings.LEXOFFICE_WEBHOOK_EVENTS = ["token.revoked", "contact.changed"]
+    connection = login()
+    settings.LEXOFFICE_WEBHOOK_EVENTS = ["token.revoked", "invoice.created"]
+    out, err, code = run("--dry-run", "-v", "2")
+    assert code == 0 and err == ""
+    assert "would create invoice.created; would delete contact.changed" in out
+    assert out.endswith("Would create 1 and delete 1 subscriptions for 1 connection.\n")
+    assert sorted(s["eventType"] for s in fake_lexware.subscriptions()) == [
+        "contact.changed",
+        "token.revoked",
+    ]
+    out, err, code = run()
+    assert code == 0, err
+    assert out.startswith("Created 1 and deleted 1 subscriptions for 1 connection;")
+    assert sorted(s["eventType"] for s in fake_lexware.subscriptions()) == [
+        "invoice.created",
+        "token.revoked",
+    ]
+    assert sorted(connection.subscriptions.values_list("event_type", flat=True)) == [
+        "invoice.created",
+        "token.revoked",
+    ]
+    out, err, code = run()
+    assert out.startswith("Created 0 and deleted 0 subscriptions for 1 connection;")
+
+
+def test_sync_moves_ours_to_a_new_callback_url(login, fake_lexware, settings):
+    settings.LEXOFFICE_WEBHOOK_URL = "http://testserver/lexoffice/webhook/"
+    login()
+    settings.LEXOFFICE_WEBHOOK_URL = CALLBACK_URL
+    _, err, code = run()
+    assert code == 0, err
+    assert [s["callbackUrl"] for s in fake_lexware.subscriptions()] == [CALLBACK_URL]
+
+
+def test_sync_leaves_subscriptions_that_are_not_ours_alone(login, fake_lexware, settings):
+    connection = login()
+    with subscriptions._client(connection) as client:
+        client.post(API, json={"eventType": "voucher.created", "callbackUrl": CALLBACK_URL})
+    run()
+    assert "voucher.created" in [s["eventType"] for s in fake_lexware.subscriptions()]
+
+
+def test_sync_failure_goes_to_stderr_and_exits_non_zero(login, fake_lexware, settings):
+    connection = login()
+    fake_lexware.revoke_connection(connection.refresh_token)
+    fake_lexware.invalidate_access_token(connection.access_token)
+    out, err, code = run("--user", connection.user.username)
+    assert code == 1
+    assert "Failed to sync" in err and "1 connection failed." in err
+    assert "failed 1" in out
+
+
+def test_sync_filters_and_unknown_user(login):
+    login()
+    assert run("--organization", "nobody")[0].startswith("Created 0 and deleted 0")
+    _, err, code = run("--user", "nobody")
+    assert code == 1 and "No user with username 'nobody'" in err
+
+
+# -- the fake's webhook surface ----------------------------------------------------------------
+
+
+def test_fake_subscription_endpoints_answer_like_lexware(login, fake_lexware):
+    connection = login()
+    with subscriptions._client(connection) as client:
+        body = {"eventType": "token.revoked", "callbackUrl": CALLBACK_URL}
+        assert client.post(API, json=body, raise_for_status=False).status_code == 409
+        bad = {"eventType": "invoice.created", "callbackUrl": "https://testserver/nope/"}
+        assert client.post(API, json=bad, raise_for_status=False).status_code == 406
+        plain = {"eventType": "invoice.created", "callbackUrl": "http://example.com/x"}
+        assert client.post(API, json=plain, raise_for_status=False).status_code == 406
+        (item,) = client.get(API).json()["content"]
+        assert set(item) == {
+            "subscriptionId",
+            "organizationId",
+            "createdDate",
+            "eventType",
+            "callbackUrl",
+        }
+        one = f"{API}/{item['subscriptionId']}"
+        assert client.get(one).json()["eventType"] == "token.revoked"
+        assert client.delete(one).status_code == 204
+        assert client.delete(one, raise_for_status=False).status_code == 404
+    assert requests.get(API).status_code == 401
+
+
+def test_fake_end_connection_delivers_signed_token_revoked_and_the_site_ends_it(
+    login, fake_lexware, django_capture_on_commit_callbacks
+):
+    connection = login()
+    with django_capture_on_commit_callbacks(execute=True):
+        statuses = fake_lexware.end_connection(connection.connection_id)
+    assert statuses == [200]
+    connection.refresh_from_db()
+    assert connection.status == "revoked" and connection.ended_in_lexoffice
+    assert connection.refresh_token == ""
+    assert fake_lexware.subscriptions() == []
+    assert not LexofficeSubscription.objects.exists()
+    assert fake_lexware.count("revoke") == 0
+
+
+def test_fake_redelivers_a_failed_delivery_until_it_succeeds_with_one_effect(
+    login, fake_lexware, django_capture_on_commit_callbacks
+):
+    from django_lexoffice import webhooks
+
+    connection = login()
+    failures = [RuntimeError("db down")] * 2
+    real = webhooks.tokens.end_from_lexware
+
+    def flaky(*args, **kwargs):
+        if failures:
+            raise failures.pop()
+        return real(*args, **kwargs)
+
+    revoked = []
+    connection_revoked.connect(lambda **kw: revoked.append(kw), dispatch_uid="redo", weak=False)
+    try:
+        with mock.patch.object(webhooks.tokens, "end_from_lexware", flaky):
+            with django_capture_on_commit_callbacks(execute=True):
+                assert fake_lexware.end_connection(connection.connection_id) == [500]
+                assert len(fake_lexware.failed_deliveries()) == 1
+                assert fake_lexware.redeliver_failed(attempts=5) == [500, 200]
+                assert fake_lexware.redeliver_failed() == []
+    finally:
+        connection_revoked.disconnect(dispatch_uid="redo")
+    connection.refresh_from_db()
+    assert connection.status == "revoked"
+    assert len(revoked) == 1
+
+
+def test_fake_delivers_other_events_to_subscribers(
+    login, fake_lexware, settings, django_capture_on_commit_callbacks
+):
+    from django_lexoffice.signals import event_received
+
+    settings.LEXOFFICE_WEBHOOK_EVENTS = ["invoice.created"]
+    connection = login()
+    received = []
+    event_received.connect(lambda **kw: received.append(kw), dispatch_uid="fake", weak=False)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            statuses = fake_lexware.deliver_event(
+                "invoice.created", "inv-1", organization_id=connection.organization_id
+            )
+    finally:
+        event_received.disconnect(dispatch_uid="fake")
+    assert statuses == [200]
+    assert [(kw["event_type"], kw["resource_id"]) for kw in received] == [
+        ("invoice.created", "inv-1")
+    ]
+    assert list(received[0]["connections"]) == [connection]
+
+
+def test_fake_verbundene_apps_page_ends_a_connection(
+    login, fake_lexware, client, django_capture_on_commit_callbacks
+):
+    connection = login()
+    page = client.get("/fake-lexware/verbundene-apps")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "Verbundene Apps" in html and "Verbindung trennen" in html
+    assert connection.connection_id in html
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            "/fake-lexware/verbundene-apps", {"connection_id": connection.connection_id}
+        )
+    assert response.status_code == 302
+    connection.refresh_from_db()
+    assert connection.status == "revoked" and connection.ended_in_lexoffice
+    assert "Keine Apps verbunden" in client.get("/fake-lexware/verbundene-apps").content.decode()
+
+
+def test_fake_signing_key_is_made_once_and_verifies_with_its_public_pem():
+    from django_lexoffice import signature
+
+    body = b'{"x": 1}'
+    key = signature.load_public_key(fake_webhooks.public_key_pem())
+    assert fake_webhooks.signing_key() is fake_webhooks.signing_key()
+    assert signature.verify(body, fake_webhooks.sign(body), [key])
