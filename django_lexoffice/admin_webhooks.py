@@ -109,8 +109,8 @@ class ConnectionWebhooksAdminMixin:
             message_user(
                 request,
                 ngettext(
-                    "Syncing failed for %(count)d connection; see its last error.",
-                    "Syncing failed for %(count)d connections.",
+                    "Syncing the subscriptions of %(count)d connection failed.",
+                    "Syncing the subscriptions of %(count)d connections failed.",
                     failed,
                 )
                 % {"count": failed},

@@ -92,6 +92,50 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
                     id="lexoffice.E007",
                 )
             )
+    errors.extend(_check_webhooks())
+    return errors
+
+
+def _check_webhooks() -> list[Error | Warning]:
+    """The webhook key must parse and the events must be Lexware's; events without a URL
+    are never subscribed to."""
+    from .conf import DEFAULT_WEBHOOK_EVENTS, WEBHOOK_EVENT_TYPES
+    from .signature import InvalidPublicKey, load_public_key
+
+    errors: list[Error | Warning] = []
+    for index, pem in enumerate(lexoffice_settings.WEBHOOK_PUBLIC_KEYS):
+        try:
+            load_public_key(pem)
+        except InvalidPublicKey as exc:
+            errors.append(
+                Error(
+                    f"LEXOFFICE_WEBHOOK_PUBLIC_KEY (key {index + 1}) is not usable: {exc}.",
+                    hint="Set it to the PEM text of an RSA public key, starting with "
+                    "'-----BEGIN PUBLIC KEY-----', or remove it to use Lexware's published key.",
+                    id="lexoffice.E008",
+                )
+            )
+    events = lexoffice_settings.WEBHOOK_EVENTS
+    unknown = [event for event in events if event not in WEBHOOK_EVENT_TYPES]
+    if unknown:
+        errors.append(
+            Error(
+                f"LEXOFFICE_WEBHOOK_EVENTS contains event types Lexware does not know: {unknown}.",
+                hint="Use Lexware's lower-case event types such as 'token.revoked', "
+                "'invoice.created' or 'contact.changed'.",
+                id="lexoffice.E009",
+            )
+        )
+    if not lexoffice_settings.WEBHOOK_URL and list(events) != list(DEFAULT_WEBHOOK_EVENTS):
+        errors.append(
+            Warning(
+                "LEXOFFICE_WEBHOOK_EVENTS is set but LEXOFFICE_WEBHOOK_URL is not: no "
+                "connection will be subscribed to any event.",
+                hint='Set LEXOFFICE_WEBHOOK_URL = "https://your.site/lexoffice/webhook/" '
+                "(the URL of lexoffice:webhook as Lexware reaches it).",
+                id="lexoffice.W107",
+            )
+        )
     return errors
 
 
@@ -171,6 +215,7 @@ def check_deploy(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
                 id="lexoffice.W104",
             )
         )
+    warnings.extend(_check_webhook_url())
     for name in ("urllib3", "requests"):
         if logging.getLogger(name).isEnabledFor(logging.DEBUG):
             warnings.append(
@@ -182,6 +227,40 @@ def check_deploy(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
                 )
             )
     return warnings
+
+
+def _check_webhook_url() -> list[Warning]:
+    """The callback URL Lexware gets: https, no secret in it, and our webhook's path."""
+    from django.urls import NoReverseMatch, reverse
+
+    url = lexoffice_settings.WEBHOOK_URL
+    if not url:
+        return []
+    parts = urlsplit(url)
+    hint = 'LEXOFFICE_WEBHOOK_URL = "https://your.site/lexoffice/webhook/"'
+    if not _is_https(url) or parts.username or parts.password or parts.query or parts.fragment:
+        return [
+            Warning(
+                f"LEXOFFICE_WEBHOOK_URL is {url!r}: Lexware requires an https callback URL, "
+                "and it must carry no credentials, query string or fragment.",
+                hint=hint,
+                id="lexoffice.W106",
+            )
+        ]
+    try:
+        path = reverse("lexoffice:webhook")
+    except NoReverseMatch:
+        path = None
+    if parts.path != path:
+        return [
+            Warning(
+                f"LEXOFFICE_WEBHOOK_URL's path {parts.path!r} is not the path of "
+                f"lexoffice:webhook ({path!r}): Lexware's deliveries would not arrive.",
+                hint=f"{hint}, with path('lexoffice/', include('django_lexoffice.urls')).",
+                id="lexoffice.W106",
+            )
+        ]
+    return []
 
 
 def _is_https(url: str) -> bool:

@@ -51,6 +51,7 @@ from .conf import settings as lexoffice_settings
 from .exceptions import (
     ConnectionNotActive,
     ConnectionNotFound,
+    ContractIssue,
     LexofficeAPIError,
     MultipleConnections,
     NoResponse,
@@ -70,6 +71,9 @@ RETRY_STATUSES = frozenset({429, 502, 503, 504})
 REQUEST_ID_HEADERS = ("x-request-id", "x-amzn-requestid", "x-amz-apigw-id", "request-id")
 #: Body keys of Lexware's error formats holding a request id ("legacy" and "regular").
 REQUEST_ID_KEYS = ("requestId", "traceId")
+
+#: ``last_error`` of a connection whose lexoffice contract has an issue (HTTP 402).
+CONTRACT_ISSUE_PREFIX = "HTTP 402 contract issue:"
 
 DEFAULT_MAX_RETRIES = 3
 DEFAULT_BACKOFF_FACTOR = 0.5
@@ -259,6 +263,7 @@ class LexofficeClient:
             response.close()
             self._refresh_after_401(token)
             response = self._send_with_throttle_retries(method, url, kwargs)
+        self._note_contract_state(method, url, response)  # HTTP 402 (issue 15)
         if raise_for_status and response.status_code >= 400:
             raise self._api_error(method, url, response)
         return response
@@ -473,7 +478,8 @@ class LexofficeClient:
         status = response.status_code
         hint = " even after a refresh" if status == 401 else ""
         message = f"lexoffice {method} {urlsplit(url).path} answered HTTP {status}{hint}"
-        error = LexofficeAPIError(
+        error_class = ContractIssue if status == 402 else LexofficeAPIError
+        error = error_class(
             f"{message}: {body}" if body else message,
             status=status,
             body=body,
@@ -481,6 +487,24 @@ class LexofficeClient:
         )
         response.close()
         return error
+
+    def _note_contract_state(self, method: str, url: str, response: requests.Response) -> None:
+        """Record a 402 "contract issue" on the connection (it stays active), and clear it
+        once a call succeeds again."""
+        connection = self.connection
+        if response.status_code == 402:
+            body = describe_body(response.text or "", secrets=self._secrets())
+            connection.last_error = (
+                f"{CONTRACT_ISSUE_PREFIX} {method} {urlsplit(url).path}: {body}"[:2000]
+            )
+            connection.last_error_at = timezone.now()
+        elif response.status_code < 400 and connection.last_error.startswith(CONTRACT_ISSUE_PREFIX):
+            connection.last_error = ""
+            connection.last_error_at = None
+        else:
+            return
+        if connection.pk is not None:
+            connection.save(update_fields=["last_error", "last_error_at", "updated_at"])
 
     @staticmethod
     def _no_response_error(method: str, path: str, exc: Exception) -> NoResponse:

@@ -79,6 +79,12 @@ class LexofficeAPIError(LexofficeHTTPError):
     """A Lexware API call answered with an error status."""
 
 
+class ContractIssue(LexofficeAPIError):
+    """HTTP 402: "Action not accessible due to a lexoffice contract issue" (for example the
+    customer's lexoffice subscription lapsed). Not an authorization failure: the connection
+    stays active; the client records it in ``last_error`` until a call succeeds again."""
+
+
 class NoResponse(LexofficeAPIError):
     """A Lexware API call got no answer (connection failed or reset, or timed out).
 

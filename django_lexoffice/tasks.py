@@ -32,6 +32,7 @@ from datetime import datetime
 from .batch import due_connections, iter_due
 from .exceptions import ClientConfigurationError, ConnectionNotActive, LexofficeError
 from .models import LexofficeConnection
+from .renewal import send_reauthorization_due
 from .tokens import refresh
 
 
@@ -42,6 +43,8 @@ def refresh_expiring_connections(margin: float | None = None) -> int:
     for connection in iter_due(due_connections(margin=margin)):
         refresh_connection.delay(connection.pk, margin=margin)
         queued += 1
+    # The two-year renewal (issue 15): remind once per authorization, like the command.
+    send_reauthorization_due()
     return queued
 
 

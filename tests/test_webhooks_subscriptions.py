@@ -325,3 +325,127 @@ def test_fake_signing_key_is_made_once_and_verifies_with_its_public_pem():
     key = signature.load_public_key(fake_webhooks.public_key_pem())
     assert fake_webhooks.signing_key() is fake_webhooks.signing_key()
     assert signature.verify(body, fake_webhooks.sign(body), [key])
+
+
+# -- HTTP 402: a contract issue, not an authorization failure ----------------------------------
+
+
+def test_http_402_raises_contract_issue_keeps_the_connection_active_and_a_success_clears_it(
+    make_connection,
+):
+    import responses
+
+    from django_lexoffice.client import LexofficeClient
+    from django_lexoffice.exceptions import ContractIssue, LexofficeAPIError
+
+    connection = make_connection()
+    with responses.RequestsMock() as rsps:
+        rsps.add(
+            "GET",
+            "https://api.lexware.io/v1/contacts",
+            status=402,
+            json={"message": "Action not accessible due to a lexoffice contract issue"},
+        )
+        rsps.add("GET", "https://api.lexware.io/v1/profile", json={"companyName": "X"})
+        with LexofficeClient(connection) as client:
+            with pytest.raises(ContractIssue) as excinfo:
+                client.get("/v1/contacts")
+            assert isinstance(excinfo.value, LexofficeAPIError) and excinfo.value.status == 402
+            connection.refresh_from_db()
+            assert connection.status == "active"
+            assert "402 contract issue" in connection.last_error
+            assert connection.access_token not in connection.last_error
+            client.get("/v1/profile")
+    connection.refresh_from_db()
+    assert connection.last_error == "" and connection.last_error_at is None
+
+
+def test_a_refresh_clears_a_recorded_contract_issue(make_connection):
+    connection = make_connection(last_error="HTTP 402 contract issue: GET /v1/contacts")
+    connection.set_tokens("new-access", "new-refresh", 3600)
+    assert connection.last_error == ""
+
+
+# -- admin: events, subscriptions, sync action ------------------------------------------------
+
+
+def test_admin_lists_received_events_read_only(admin_client, client, fake_lexware):
+    from django.urls import reverse
+
+    from .webhook_helpers import event_body
+
+    body = event_body("invoice.created")
+    client.post(
+        "/lexoffice/webhook/",
+        data=body,
+        content_type="application/json",
+        HTTP_X_LXO_SIGNATURE=fake_webhooks.sign(body),
+    )
+    url = reverse("admin:django_lexoffice_lexofficewebhookevent_changelist")
+    page = admin_client.get(url).content.decode()
+    assert "invoice.created" in page and "Verified" in page
+    assert admin_client.get(url + "add/").status_code == 403
+
+
+def test_admin_shows_subscriptions_and_syncs_them(admin_client, login, fake_lexware, settings):
+    from django.urls import reverse
+
+    connection = login()
+    detail = admin_client.get(
+        reverse("admin:django_lexoffice_lexofficeconnection_change", args=[connection.pk])
+    ).content.decode()
+    assert "token.revoked" in detail and CALLBACK_URL in detail
+    settings.LEXOFFICE_WEBHOOK_EVENTS = ["token.revoked", "invoice.created"]
+    response = admin_client.post(
+        reverse("admin:django_lexoffice_lexofficeconnection_changelist"),
+        {"action": "sync_subscriptions", "_selected_action": [connection.pk]},
+        follow=True,
+    )
+    assert "Synced the subscriptions of 1 connection." in response.content.decode()
+    assert sorted(s["eventType"] for s in fake_lexware.subscriptions()) == [
+        "invoice.created",
+        "token.revoked",
+    ]
+
+
+def test_admin_sync_action_reports_a_failure(admin_client, login, fake_lexware):
+    from django.urls import reverse
+
+    connection = login()
+    fake_lexware.revoke_connection(connection.refresh_token)
+    fake_lexware.invalidate_access_token(connection.access_token)
+    response = admin_client.post(
+        reverse("admin:django_lexoffice_lexofficeconnection_changelist"),
+        {"action": "sync_subscriptions", "_selected_action": [connection.pk]},
+        follow=True,
+    )
+    assert "Syncing the subscriptions of 1 connection failed." in response.content.decode()
+
+
+def test_an_unexpected_error_while_subscribing_never_breaks_the_login(login, caplog):
+    with mock.patch.object(subscriptions, "subscribe", side_effect=RuntimeError("bug")):
+        connection = login()
+    assert connection.status == "active"
+    assert "Subscribing lexoffice connection" in caplog.text
+
+
+def test_subscriptions_are_queued_as_celery_task_when_configured(login, settings, fake_lexware):
+    from django_lexoffice import tasks
+
+    settings.LEXOFFICE_WEBHOOK_USE_CELERY = True
+    with mock.patch.object(tasks.subscribe_connection, "delay") as delay:
+        connection = login()
+    delay.assert_called_once_with(connection.pk)
+    assert fake_lexware.subscriptions() == []
+    tasks.subscribe_connection(connection.pk)  # what the worker runs
+    assert len(fake_lexware.subscriptions()) == 1
+
+
+def test_sync_task_syncs_and_prunes(login, fake_lexware, settings):
+    from django_lexoffice import tasks
+
+    connection = login()
+    settings.LEXOFFICE_WEBHOOK_EVENTS = ["token.revoked", "invoice.created"]
+    result = tasks.sync_subscriptions()
+    assert result == {"connections": 1, "created": 1, "deleted": 0, "failed": 0, "pruned": 0}
+    assert connection.subscriptions.count() == 2

@@ -16,6 +16,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from ...batch import refresh_due_connections
 from ...conf import settings as lexoffice_settings
 from ...models import LexofficeConnection
+from ...renewal import send_reauthorization_due
 
 
 class Command(BaseCommand):
@@ -94,6 +95,8 @@ class Command(BaseCommand):
             if progress is not None:
                 progress.close()
 
+        if not dry_run:
+            self._remind_renewals(verbosity)
         if dry_run:
             count = summary.would_refresh
             self.stdout.write(
@@ -115,6 +118,25 @@ class Command(BaseCommand):
             raise CommandError(
                 f"{summary.failed} refresh{'es' if summary.failed != 1 else ''} failed.",
                 returncode=1,
+            )
+
+    # -- the two-year renewal (issue 15): kept apart from the refresh run --------------------
+
+    def _remind_renewals(self, verbosity: int) -> None:
+        """Send ``reauthorization_due`` once per authorization ending within 30 days."""
+
+        def report(connection: LexofficeConnection, ends_at: Any) -> None:
+            if verbosity >= 2:
+                label = (
+                    f"{connection.company_name or connection.organization_id} (#{connection.pk})"
+                )
+                self.stdout.write(f"{label}: authorization ends on {ends_at:%Y-%m-%d}")
+
+        due = send_reauthorization_due(report)
+        if due:
+            self.stdout.write(
+                f"{len(due)} connection{'s' if len(due) != 1 else ''} must be connected again "
+                "soon (reauthorization_due sent)."
             )
 
     def _get_user(self, username: str) -> Any:
