@@ -17,6 +17,7 @@ connection from Lexware's side (``token.revoked``).
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import re
 import uuid
@@ -27,6 +28,7 @@ from urllib.parse import urlsplit
 import requests
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from django.conf import settings as django_settings
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
 from django.utils import timezone
@@ -43,24 +45,28 @@ _private_key: rsa.RSAPrivateKey | None = None
 
 
 def signing_key(state: FakeState | None = None) -> rsa.RSAPrivateKey:
-    """The fake's signing key: made once, shared through the fake's cache by every process."""
+    """The fake's signing key: ``LEXOFFICE_FAKE_WEBHOOK_PRIVATE_KEY`` (PEM; the demo sets it),
+    else made once and shared through the fake's cache by every process."""
     global _private_key
+    configured = getattr(django_settings, "LEXOFFICE_FAKE_WEBHOOK_PRIVATE_KEY", None)
+    if configured:
+        return _load_private_key(str(configured))
     if _private_key is None:
         cache = (state or FakeState()).cache
         pem = cache.get(_KEY_CACHE_KEY)
         if pem is None:
-            key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-            pem = key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            ).decode("ascii")
-            cache.add(_KEY_CACHE_KEY, pem, timeout=None)
+            cache.add(_KEY_CACHE_KEY, generate_private_key_pem(), timeout=None)
             pem = cache.get(_KEY_CACHE_KEY)
-        loaded = serialization.load_pem_private_key(pem.encode("ascii"), password=None)
-        assert isinstance(loaded, rsa.RSAPrivateKey)
-        _private_key = loaded
+        _private_key = _load_private_key(pem)
     return _private_key
+
+
+@functools.lru_cache(maxsize=4)
+def _load_private_key(pem: str) -> rsa.RSAPrivateKey:
+    loaded = serialization.load_pem_private_key(pem.encode("ascii"), password=None)
+    if not isinstance(loaded, rsa.RSAPrivateKey):
+        raise TypeError("the fake's webhook key must be an RSA private key")
+    return loaded
 
 
 def public_key_pem() -> str:
@@ -71,6 +77,14 @@ def public_key_pem() -> str:
         .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
         .decode("ascii")
     )
+
+
+def generate_private_key_pem() -> str:
+    """A new 2048-bit RSA private key in PEM (``LEXOFFICE_FAKE_WEBHOOK_PRIVATE_KEY``)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode("ascii")
 
 
 def sign(body: bytes) -> str:

@@ -65,6 +65,27 @@ def _fernet_key() -> str:
     return Fernet.generate_key().decode("ascii")
 
 
+def _rsa_private_pem() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return pem.decode("ascii").strip()
+
+
+def _rsa_public_pem(private_pem: str) -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(private_pem.encode("ascii"), password=None)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return public.decode("ascii")
+
+
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or demo_secret(
     "secret_key", lambda: secrets.token_urlsafe(50)
 )
@@ -179,6 +200,11 @@ if DEMO_FAKE_LEXWARE:
     }
     LEXOFFICE_FAKE_CACHE = "fake-lexware"
     SOCIAL_AUTH_LEXOFFICE_SCOPE = os.environ.get("LEXOFFICE_SCOPES", "contacts.read").split()
+    # Webhooks end to end: logins subscribe at the fake, whose "Verbundene Apps" page ends a
+    # connection and delivers token.revoked, signed with the demo's own fake key.
+    LEXOFFICE_FAKE_WEBHOOK_PRIVATE_KEY = demo_secret("fake_webhook_key.pem", _rsa_private_pem)
+    LEXOFFICE_WEBHOOK_PUBLIC_KEY = _rsa_public_pem(LEXOFFICE_FAKE_WEBHOOK_PRIVATE_KEY)
+    LEXOFFICE_WEBHOOK_URL = f"{DEMO_URL}/lexoffice/webhook/"
 else:
     SOCIAL_AUTH_LEXOFFICE_KEY = os.environ["LEXOFFICE_CLIENT_ID"]
     SOCIAL_AUTH_LEXOFFICE_SECRET = os.environ.get("LEXOFFICE_CLIENT_SECRET", "")
