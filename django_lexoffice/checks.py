@@ -3,6 +3,7 @@ are security warnings shown by ``manage.py check --deploy``."""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from typing import Any
 from urllib.parse import urlsplit
@@ -124,6 +125,18 @@ def _check_webhooks() -> list[Error | Warning]:
                 hint="Use Lexware's lower-case event types such as 'token.revoked', "
                 "'invoice.created' or 'contact.changed'.",
                 id="lexoffice.E009",
+            )
+        )
+    if (
+        lexoffice_settings.WEBHOOK_RECEIVERS_IN_CELERY
+        and importlib.util.find_spec("celery") is None
+    ):
+        errors.append(
+            Error(
+                "LEXOFFICE_WEBHOOK_USE_CELERY is True but Celery is not installed.",
+                hint='pip install "django-lexoffice[celery]", or remove the setting to run '
+                "event_received receivers and subscriptions inline.",
+                id="lexoffice.E010",
             )
         )
     if not lexoffice_settings.WEBHOOK_URL and list(events) != list(DEFAULT_WEBHOOK_EVENTS):

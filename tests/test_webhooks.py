@@ -514,3 +514,46 @@ def test_token_revoked_racing_a_refresh_ends_revoked_with_no_token(
     from django_lexoffice.testing import grants
 
     assert grants.get_grant(fake_lexware.state, connection_id) is None  # no grant left alive
+
+
+def test_unparsable_content_length_is_read_with_the_cap(rf, key):
+    body = event_body("invoice.created")
+    request = rf.post(WEBHOOK_URL, data=body, content_type="application/json")
+    request.META["CONTENT_LENGTH"] = "lots"
+    assert webhooks._read_body(request) == body
+
+
+def test_concurrent_copy_that_wins_the_unique_index_makes_this_one_a_duplicate(client, key):
+    body = event_body("invoice.created")
+    deliver(client, body, key)
+    # As if the other copy committed between our check and our insert.
+    with mock.patch("django.db.models.query.QuerySet.exists", return_value=False):
+        response = deliver(client, body, key)
+    assert response.content == b"duplicate"
+    assert sorted(LexofficeWebhookEvent.objects.values_list("status", flat=True)) == [
+        "duplicate",
+        "verified",
+    ]
+
+
+def test_replayed_token_revoked_for_a_connection_already_revoked_changes_nothing(
+    client, key, make_connection, revoked, on_commit
+):
+    connection = old_connection(
+        make_connection, status="revoked", access_token="", refresh_token=""
+    )
+    on_commit(deliver, client, event_body(), key)
+    connection.refresh_from_db()
+    assert not connection.ended_in_lexoffice and revoked == []
+
+
+def test_failure_that_cannot_even_be_recorded_still_answers_500(client, key, caplog):
+    with (
+        mock.patch.object(webhooks, "record_and_apply", side_effect=RuntimeError("db down")),
+        mock.patch.object(
+            LexofficeWebhookEvent.objects, "create", side_effect=RuntimeError("db down")
+        ),
+    ):
+        response = deliver(client, event_body(), key)
+    assert response.status_code == 500
+    assert "could not record the failure" in caplog.text

@@ -104,3 +104,14 @@ def test_w106_not_for_the_right_url():
 def test_check_command_fails_on_a_bad_webhook_key():
     with pytest.raises(SystemCheckError, match=r"lexoffice\.E008"):
         call_command("check")
+
+
+@override_settings(LEXOFFICE_WEBHOOK_USE_CELERY=True)
+def test_e010_celery_wanted_but_not_installed():
+    from unittest import mock
+
+    assert check_settings() == []  # installed in the test environment
+    with mock.patch("importlib.util.find_spec", return_value=None):
+        messages = check_settings()
+    assert ids(messages) == ["lexoffice.E010"]
+    assert "django-lexoffice[celery]" in messages[0].hint

@@ -449,3 +449,26 @@ def test_sync_task_syncs_and_prunes(login, fake_lexware, settings):
     result = tasks.sync_subscriptions()
     assert result == {"connections": 1, "created": 1, "deleted": 0, "failed": 0, "pruned": 0}
     assert connection.subscriptions.count() == 2
+
+
+def test_subscribing_again_learns_the_id_of_an_existing_subscription(login, fake_lexware):
+    connection = login()
+    (at_lexware,) = fake_lexware.subscriptions()
+    assert subscriptions.subscribe(connection) == []  # Lexware answers 409: already there
+    assert connection.subscriptions.get().subscription_id == at_lexware["subscriptionId"]
+
+
+def test_subscribing_a_connection_that_is_gone_or_inactive_does_nothing(make_connection):
+    assert subscriptions.subscribe_connection(999999) == []
+    revoked = make_connection(status="revoked")
+    assert subscriptions.subscribe_connection(revoked.pk) == []
+
+
+def test_sync_reports_a_refused_delete(login, fake_lexware, settings):
+    settings.LEXOFFICE_WEBHOOK_EVENTS = ["token.revoked", "invoice.created"]
+    login()
+    settings.LEXOFFICE_WEBHOOK_EVENTS = ["token.revoked"]
+    refused = mock.Mock(status_code=500)
+    with mock.patch.object(subscriptions.LexofficeClient, "delete", return_value=refused):
+        _, err, code = run()
+    assert code == 1 and "answered HTTP 500" in err
