@@ -9,6 +9,7 @@ sent for; a reconnect resets it). ``refresh_lexoffice_tokens`` and its Celery ta
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import datetime
 
@@ -19,6 +20,8 @@ from django.utils import timezone
 from .conf import settings as lexoffice_settings
 from .models import RENEWAL_NOTICE, LexofficeConnection, LexofficeConnectionQuerySet
 from .signals import reauthorization_due
+
+logger = logging.getLogger(__name__)
 
 
 def due_for_renewal(now: datetime | None = None) -> LexofficeConnectionQuerySet:
@@ -53,6 +56,11 @@ def send_reauthorization_due(
             connection.save(update_fields=["reauthorization_due_sent_for", "updated_at"])
         ends_at = connection.authorization_ends_at
         assert ends_at is not None
+        logger.info(
+            "lexoffice connection %s: authorization ends on %s; reauthorization_due sent",
+            connection.pk,
+            ends_at.date().isoformat(),
+        )
         reauthorization_due.send(sender=LexofficeConnection, connection=connection, ends_at=ends_at)
         if report is not None:
             report(connection, ends_at)
