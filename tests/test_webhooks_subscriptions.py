@@ -472,3 +472,12 @@ def test_sync_reports_a_refused_delete(login, fake_lexware, settings):
     with mock.patch.object(subscriptions.LexofficeClient, "delete", return_value=refused):
         _, err, code = run()
     assert code == 1 and "answered HTTP 500" in err
+
+
+def test_fake_delivers_nothing_to_the_subscriptions_of_a_revoked_grant(login, fake_lexware):
+    from django_lexoffice import tokens
+
+    connection = login()
+    organization_id = connection.organization_id
+    tokens.revoke(connection)  # the site revokes: Lexware drops that grant's subscriptions
+    assert fake_lexware.deliver_event("token.revoked", "x", organization_id=organization_id) == []

@@ -153,6 +153,10 @@ def _save(state: FakeState, subscriptions: dict[str, dict[str, Any]]) -> None:
     state.set("subscriptions", "", subscriptions)
 
 
+def _duplicate(items: Any, event_type: str, url: str) -> bool:
+    return any(i["eventType"] == event_type and i["callbackUrl"] == url for i in items)
+
+
 def _grant_or_401(request: HttpRequest, state: FakeState) -> Any:
     grant = resources.authenticate(request, state)
     if grant is None:
@@ -183,7 +187,7 @@ def event_subscriptions(request: HttpRequest) -> HttpResponse:
         event_type, url = str(data["eventType"]), str(data["callbackUrl"])
     except (ValueError, KeyError, TypeError):
         return replies.message(400, "eventType and callbackUrl are required")
-    if any(i["eventType"] == event_type and i["callbackUrl"] == url for i in mine.values()):
+    if _duplicate(mine.values(), event_type, url):
         return replies.message(409, "Conflict: subscription already exists")
     if not _allowed_callback(url) or _send("HEAD", url) != 200:
         return replies.message(406, "callbackUrl could not be verified")
@@ -191,6 +195,11 @@ def event_subscriptions(request: HttpRequest) -> HttpResponse:
     created = timezone.now().isoformat(timespec="milliseconds")
     with state.lock("subscriptions"):
         subscriptions = _subscriptions(state)
+        same_grant = (
+            i for i in subscriptions.values() if i["connectionId"] == grant["connection_id"]
+        )
+        if _duplicate(same_grant, event_type, url):  # a concurrent request won
+            return replies.message(409, "Conflict: subscription already exists")
         subscriptions[subscription_id] = {
             "subscriptionId": subscription_id,
             "organizationId": grant["company"]["organization_id"],
@@ -243,7 +252,8 @@ def deliver(
     event_date: str | None = None,
 ) -> list[int]:
     """POST the event, signed, to every matching subscription (of ``connection_id`` if
-    given); return the statuses. Failed deliveries are kept for :func:`redeliver_failed`."""
+    given, else of live grants only: a revoked grant's subscriptions are gone at Lexware);
+    return the statuses. Failed deliveries are kept for :func:`redeliver_failed`."""
     date = event_date or timezone.localtime().isoformat(timespec="milliseconds")
     body = json.dumps(
         {
@@ -258,6 +268,8 @@ def deliver(
         if item["eventType"] != event_type or item["organizationId"] != organization_id:
             continue
         if connection_id is not None and item["connectionId"] != connection_id:
+            continue
+        if connection_id is None and grants.get_grant(state, item["connectionId"]) is None:
             continue
         statuses.append(_deliver_body(state, item["callbackUrl"], body))
     return statuses
