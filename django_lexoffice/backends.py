@@ -29,7 +29,7 @@ from social_core.utils import handle_http_errors
 
 from .conf import settings as lexoffice_settings
 from .http import require_secure_url, revoke_token, take_slots
-from .token_response import parse_token_response
+from .token_response import is_access_token, is_refresh_token, parse_token_response
 
 logger = logging.getLogger(__name__)
 
@@ -240,13 +240,18 @@ class LexofficeOAuth2(BaseOAuth2PKCE[Any]):
     def _revoke_refused_grant(self, response: Any) -> None:
         if not isinstance(response, dict):
             return
-        for key in ("refresh_token", "access_token"):
-            token = response.get(key)
-            if isinstance(token, str) and token:
-                error = revoke_token(token)
-                if error:
-                    logger.warning("Could not revoke a refused lexoffice grant: %s", error)
-                return
+        # The refresh token revokes the whole grant; the access token is the fallback.
+        refresh_token = response.get("refresh_token")
+        access_token = response.get("access_token")
+        if is_refresh_token(refresh_token):
+            token = refresh_token
+        elif is_access_token(access_token):
+            token = access_token
+        else:
+            return
+        error = revoke_token(token)
+        if error:
+            logger.warning("Could not revoke a refused lexoffice grant: %s", error)
 
     # -- identity: /v1/profile -------------------------------------------------------------
 

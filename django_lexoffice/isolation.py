@@ -31,6 +31,9 @@ from .exceptions import ConnectionBusy, OwnTransactionUnavailable
 
 T = TypeVar("T")
 
+#: Set in the threads :func:`run_committed` starts beside a caller's transaction.
+_beside_callers_transaction = threading.local()
+
 #: PostgreSQL's SQLSTATE for lock_not_available (raised when lock_timeout expires).
 _LOCK_NOT_AVAILABLE = "55P03"
 
@@ -65,6 +68,7 @@ def run_committed(func: Callable[[], T], *, using: str = DEFAULT_DB_ALIAS) -> T:
     outcome: dict[str, Any] = {}
 
     def target() -> None:
+        _beside_callers_transaction.active = True
         try:
             outcome["value"] = func()
         except BaseException as exc:  # handed to the caller's thread below
@@ -93,9 +97,15 @@ def lock_timeout_seconds() -> float:
 @contextmanager
 def lock_timeout(pk: Any, using: str = DEFAULT_DB_ALIAS) -> Iterator[None]:
     """Bound the wait for row locks in the current transaction (PostgreSQL); turn a timeout
-    into :class:`ConnectionBusy`. Use inside ``transaction.atomic()``, around the block."""
+    into :class:`ConnectionBusy`. Use inside ``transaction.atomic()``, around the block.
+
+    Only a thread working beside the caller's transaction can wait on a lock that very
+    transaction holds, a deadlock PostgreSQL cannot see; elsewhere the holder is another
+    worker, done within one call to Lexware. So the bound (one more query) is set there only.
+    """
     connection = connections[using]
-    if connection.vendor == "postgresql":
+    beside_caller = getattr(_beside_callers_transaction, "active", False)
+    if beside_caller and connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             milliseconds = int(lock_timeout_seconds() * 1000)
             cursor.execute(f"SET LOCAL lock_timeout = {milliseconds}")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 #: Lexware's access tokens live 4 hours; an unknown lifetime is assumed to be one hour.
 DEFAULT_EXPIRES_IN = 3600
@@ -70,7 +70,7 @@ def parse_token_response(data: Any) -> TokenResponse:
     return TokenResponse(access_token, refresh_token, expires_in, refused, tuple(problems))
 
 
-def is_access_token(value: Any) -> bool:
+def is_access_token(value: Any) -> TypeGuard[str]:
     """RFC 6750 ``b64token``, 1 to 8,192 characters."""
     return (
         isinstance(value, str)
@@ -79,7 +79,7 @@ def is_access_token(value: Any) -> bool:
     )
 
 
-def is_refresh_token(value: Any) -> bool:
+def is_refresh_token(value: Any) -> TypeGuard[str]:
     """Printable ASCII (RFC 6749 A.17), 1 to 8,192 characters."""
     return (
         isinstance(value, str)

@@ -276,12 +276,9 @@ def _reason_to_skip(
 ) -> RefreshOutcome | None:
     if _refreshed_since(current, seen):
         return RefreshOutcome.SKIPPED  # another worker refreshed since the caller looked
-    if not call:
-        return RefreshOutcome.SKIPPED
-    if force or retry_now:
-        return None
-    if current.needs_refresh(margin, urgent=True):
-        return None
+    if force or retry_now or current.needs_refresh(margin, urgent=True):
+        # Due. Only if the caller saw it too, and so took a rate-limit slot before the lock.
+        return None if call else RefreshOutcome.SKIPPED
     if current.expires_within(margin):  # due, but a failed refresh waits for its retry
         return RefreshOutcome.WAITING_FOR_RETRY
     return RefreshOutcome.SKIPPED
