@@ -34,15 +34,9 @@ from . import tokens
 from .admin_webhooks import AuthorizationEndsFilter, ConnectionWebhooksAdminMixin
 from .backends import LexofficeOAuth2
 from .conf import settings as lexoffice_settings
-from .exceptions import (
-    ClientConfigurationError,
-    ConnectionNotActive,
-    RateLimitTimeout,
-    ReauthorizationRequired,
-    TransientRefreshError,
-)
-from .http import redact
 from .models import TOKEN_FIELDS, LexofficeConnection
+from .redaction import redact
+from .tokens import RefreshOutcome
 
 SOCIAL_AUTH_PROVIDER = LexofficeOAuth2.name
 
@@ -127,15 +121,26 @@ class ActionOutcome(NamedTuple):
     history: Any
 
 
+#: How each refresh outcome is reported (the action forces the refresh, so a connection
+#: never waits for its retry here).
 REFRESH_OUTCOMES: dict[str, ActionOutcome] = {
-    "refreshed": ActionOutcome(
+    RefreshOutcome.REFRESHED: ActionOutcome(
         messages.SUCCESS,
         ngettext_lazy(
             "%(count)d connection refreshed.", "%(count)d connections refreshed.", "count"
         ),
         _("Refreshed the tokens."),
     ),
-    "reauthorization_required": ActionOutcome(
+    RefreshOutcome.SKIPPED: ActionOutcome(
+        messages.INFO,
+        ngettext_lazy(
+            "%(count)d connection skipped: another worker refreshed it a moment ago.",
+            "%(count)d connections skipped: another worker refreshed them a moment ago.",
+            "count",
+        ),
+        "",
+    ),
+    RefreshOutcome.REAUTHORIZATION_REQUIRED: ActionOutcome(
         messages.WARNING,
         ngettext_lazy(
             "%(count)d connection needs re-authorization: its user must connect again.",
@@ -144,7 +149,7 @@ REFRESH_OUTCOMES: dict[str, ActionOutcome] = {
         ),
         _("Refresh: Lexware no longer accepts the grant; re-authorization required."),
     ),
-    "not_active": ActionOutcome(
+    RefreshOutcome.NOT_ACTIVE: ActionOutcome(
         messages.WARNING,
         ngettext_lazy(
             "%(count)d connection skipped: it is revoked or waits for re-authorization.",
@@ -153,7 +158,7 @@ REFRESH_OUTCOMES: dict[str, ActionOutcome] = {
         ),
         _("Refresh skipped: the connection is not active."),
     ),
-    "unavailable": ActionOutcome(
+    RefreshOutcome.TRANSIENT_FAILURE: ActionOutcome(
         messages.ERROR,
         ngettext_lazy(
             "%(count)d refresh failed: Lexware unavailable. The tokens were kept and the "
@@ -164,7 +169,7 @@ REFRESH_OUTCOMES: dict[str, ActionOutcome] = {
         ),
         _("Refresh failed: Lexware unavailable; tokens kept."),
     ),
-    "client_refused": ActionOutcome(
+    RefreshOutcome.CLIENT_REFUSED: ActionOutcome(
         messages.ERROR,
         ngettext_lazy(
             "%(count)d refresh failed: Lexware refused the client. Check "
@@ -175,7 +180,7 @@ REFRESH_OUTCOMES: dict[str, ActionOutcome] = {
         ),
         _("Refresh failed: Lexware refused the client id or secret."),
     ),
-    "rate_limited": ActionOutcome(
+    RefreshOutcome.RATE_LIMITED: ActionOutcome(
         messages.ERROR,
         ngettext_lazy(
             "%(count)d refresh not attempted: the shared rate limit stayed busy. Try again later.",
@@ -477,19 +482,7 @@ class LexofficeConnectionAdmin(ConnectionWebhooksAdminMixin, _ModelAdmin):
 
 
 def _refresh_one(connection: LexofficeConnection) -> str:
-    try:
-        tokens.refresh(connection, force=True)
-    except ReauthorizationRequired:
-        return "reauthorization_required"
-    except ConnectionNotActive:
-        return "not_active"
-    except ClientConfigurationError:
-        return "client_refused"
-    except TransientRefreshError:
-        return "unavailable"
-    except RateLimitTimeout:
-        return "rate_limited"
-    return "refreshed"
+    return tokens.attempt_refresh(connection, force=True).outcome
 
 
 def _revoke_one(connection: LexofficeConnection) -> str:

@@ -15,6 +15,7 @@ Only what Lexware needs differs from social-core's ``BaseOAuth2PKCE``:
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -26,9 +27,11 @@ from social_core.exceptions import AuthConfigurationError, AuthInputError, AuthR
 from social_core.pipeline import DEFAULT_AUTH_PIPELINE
 from social_core.utils import handle_http_errors
 
-from . import ratelimit
 from .conf import settings as lexoffice_settings
-from .http import require_secure_url
+from .http import require_secure_url, revoke_token, take_slots
+from .token_response import is_access_token, is_refresh_token, parse_token_response
+
+logger = logging.getLogger(__name__)
 
 #: Our step, appended to social-auth's default pipeline when the site sets none.
 SAVE_CONNECTION_STEP = "django_lexoffice.pipeline.save_connection"
@@ -106,8 +109,15 @@ class LexofficeOAuth2(BaseOAuth2PKCE[Any]):
     def get_scope(self) -> list[str]:
         return lexoffice_settings.SCOPES
 
+    #: Rate-limit slots the callback took ahead for its calls (code exchange and profile).
+    _reserved_slots = 0
+
     def request(self, url: str, **kwargs: Any) -> Any:
         require_secure_url(url)  # the code exchange and the profile lookup carry secrets
+        if self._reserved_slots:
+            self._reserved_slots -= 1
+        else:
+            take_slots()
         kwargs.setdefault("timeout", lexoffice_settings.TIMEOUT)
         return super().request(url, **kwargs)
 
@@ -181,6 +191,10 @@ class LexofficeOAuth2(BaseOAuth2PKCE[Any]):
         if not isinstance(code, str) or not code or len(code) > 2048:
             raise AuthInputError(self, parameter="code", code="missing_parameter", stage="callback")
         params = self.auth_complete_params(state)
+        # Both slots (exchange and profile) before the exchange: once Lexware issued a grant,
+        # a rate-limit failure (a cache outage) would leave it stored nowhere and unrevoked.
+        take_slots(2)
+        self._reserved_slots = 2
         response = self.request_access_token(
             self.access_token_url(),
             data=params,
@@ -188,9 +202,8 @@ class LexofficeOAuth2(BaseOAuth2PKCE[Any]):
             auth=self.auth_complete_credentials(),  # type: ignore[no-untyped-call]
             method="POST",
         )
-        access_token = self.get_access_token(response)
-        self.validate_token_response(response)
-        return self.do_auth(access_token, *args, response=response, **kwargs)
+        response = self.validate_token_response(response)
+        return self.do_auth(response["access_token"], *args, response=response, **kwargs)
 
     @sensitive_variables()
     def auth_complete_params(self, state: str | None = None) -> dict[str, str]:
@@ -202,22 +215,48 @@ class LexofficeOAuth2(BaseOAuth2PKCE[Any]):
             params["client_id"] = lexoffice_settings.CLIENT_ID
         return params
 
-    def validate_token_response(self, response: dict[str, Any]) -> None:
-        """Refuse token responses that cannot make a working connection."""
+    @sensitive_variables()
+    def validate_token_response(self, response: Any) -> dict[str, Any]:
+        """Judge the token response as a refresh's would be judged
+        (:mod:`django_lexoffice.token_response`); return it with ``expires_in`` made sane.
+
+        An answer that cannot make a working connection is refused, and the grant it
+        created is revoked at once: nobody would hold it otherwise.
+        """
+        grant = parse_token_response(response)
+        if not grant.usable:
+            self._revoke_refused_grant(response)
+            raise AuthResponseError(self, code="malformed_response", stage="token_exchange")
+        if grant.problems:
+            logger.warning("lexoffice code exchange answered with %s", "; ".join(grant.problems))
+        return {
+            **response,
+            "access_token": grant.access_token,
+            "refresh_token": grant.refresh_token,
+            "expires_in": grant.expires_in,
+        }
+
+    @sensitive_variables()
+    def _revoke_refused_grant(self, response: Any) -> None:
+        if not isinstance(response, dict):
+            return
+        # The refresh token revokes the whole grant; the access token is the fallback.
         refresh_token = response.get("refresh_token")
-        if refresh_token is not None and not isinstance(refresh_token, str):
-            raise AuthResponseError(self, code="malformed_response", stage="token_exchange")
-        expires_in = response.get("expires_in")
-        if expires_in is not None and (
-            isinstance(expires_in, bool) or not isinstance(expires_in, (int, float))
-        ):
-            raise AuthResponseError(self, code="malformed_response", stage="token_exchange")
+        access_token = response.get("access_token")
+        if is_refresh_token(refresh_token):
+            token = refresh_token
+        elif is_access_token(access_token):
+            token = access_token
+        else:
+            return
+        error = revoke_token(token)
+        if error:
+            logger.warning("Could not revoke a refused lexoffice grant: %s", error)
 
     # -- identity: /v1/profile -------------------------------------------------------------
 
     @sensitive_variables("access_token")
     def user_data(self, access_token: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        ratelimit.acquire()  # the profile call counts against the client's API rate limit
         data = self.get_json(
             lexoffice_settings.PROFILE_URL,
             headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json"},

@@ -6,74 +6,128 @@ and queries per connection stay flat however many connections a site has.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Count, Min, Q
 from django.utils import timezone
 
 from . import tokens
 from .conf import settings as lexoffice_settings
-from .exceptions import (
-    ClientConfigurationError,
-    ConnectionNotActive,
-    LexofficeError,
-    ReauthorizationRequired,
-)
 from .models import LexofficeConnection
+from .tokens import RefreshOutcome
 
 BATCH_SIZE = 100
 
-#: Called once per connection: (connection, outcome, detail). Outcomes: "refreshed",
-#: "skipped", "failed", "reauthorization_required", "would_refresh".
+#: Called once per connection: (connection, outcome, detail). The outcome is a
+#: :class:`~django_lexoffice.tokens.RefreshOutcome` value, or "would_refresh" on a dry run.
 Reporter = Callable[[LexofficeConnection, str, str], None]
+
+#: Fields a refresh run reads from each row before locking it (tokens are read under the lock).
+_ROW_FIELDS = (
+    "pk",
+    "user_id",
+    "organization_id",
+    "company_name",
+    "expires_at",
+    "status",
+    "last_refreshed_at",
+    "next_attempt_at",
+)
 
 
 @dataclass
 class RefreshSummary:
-    """Counts of one run of :func:`refresh_due_connections`."""
+    """Counts of one run of :func:`refresh_due_connections`, by outcome."""
 
-    refreshed: int = 0
-    skipped: int = 0
-    failed: int = 0
-    reauthorization_required: int = 0
-    would_refresh: int = 0
+    counts: Counter[str] = field(default_factory=Counter)
     aborted: str = ""
     errors: list[str] = field(default_factory=list)
+    #: Due connections left alone because a failed refresh waits for its retry.
+    waiting: int = 0
+    next_retry_at: datetime | None = None
+
+    @property
+    def refreshed(self) -> int:
+        return self.counts[RefreshOutcome.REFRESHED]
+
+    @property
+    def skipped(self) -> int:
+        return self.counts[RefreshOutcome.SKIPPED] + self.counts[RefreshOutcome.NOT_ACTIVE]
+
+    @property
+    def failed(self) -> int:
+        return sum(count for outcome, count in self.counts.items() if _is_failure(outcome))
+
+    @property
+    def reauthorization_required(self) -> int:
+        return self.counts[RefreshOutcome.REAUTHORIZATION_REQUIRED]
+
+    @property
+    def would_refresh(self) -> int:
+        return self.counts[WOULD_REFRESH]
 
     @property
     def total(self) -> int:
-        return (
-            self.refreshed
-            + self.skipped
-            + self.failed
-            + self.reauthorization_required
-            + self.would_refresh
-        )
+        """Connections visited (those waiting for their retry are not visited)."""
+        return sum(self.counts.values())
+
+
+WOULD_REFRESH = "would_refresh"
+
+
+def _is_failure(outcome: str) -> bool:
+    return outcome in RefreshOutcome.__members__.values() and RefreshOutcome(outcome).failed
 
 
 def due_connections(
     *,
     margin: float | None = None,
     force: bool = False,
+    retry_now: bool = False,
     user: Any = None,
     organization_id: str | None = None,
     started_at: datetime | None = None,
 ) -> Any:
     """The active connections a refresh run should visit (a QuerySet, not evaluated).
 
+    Those whose failed refresh waits for its retry are left out unless ``retry_now``.
     Rows refreshed since ``started_at`` are left out, so a batch never sees a row
     twice after its expiry moved on.
     """
     margin = lexoffice_settings.REFRESH_MARGIN if margin is None else margin
-    queryset = (
-        LexofficeConnection.objects.active()
-        if force
-        else LexofficeConnection.objects.due_for_refresh(margin)
-    )
+    connections = LexofficeConnection.objects
+    if force:
+        queryset = connections.active()
+    elif retry_now:
+        queryset = connections.active().expiring(margin)
+    else:
+        queryset = connections.due_for_refresh(margin)
+    return _narrow(queryset, user=user, organization_id=organization_id, started_at=started_at)
+
+
+def waiting_for_retry(
+    *, margin: float | None = None, user: Any = None, organization_id: str | None = None
+) -> Any:
+    """The due connections whose failed refresh waits for its retry (a QuerySet), soonest
+    retry first."""
+    margin = lexoffice_settings.REFRESH_MARGIN if margin is None else margin
+    queryset = LexofficeConnection.objects.waiting_for_retry(margin)
+    queryset = _narrow(queryset, user=user, organization_id=organization_id)
+    return queryset.order_by("next_attempt_at", "pk")
+
+
+def _narrow(
+    queryset: Any,
+    *,
+    user: Any = None,
+    organization_id: str | None = None,
+    started_at: datetime | None = None,
+) -> Any:
     if user is not None:
         queryset = queryset.filter(user=user)
     if organization_id:
@@ -91,21 +145,12 @@ def iter_due(queryset: Any, batch_size: int = BATCH_SIZE) -> Iterator[LexofficeC
     Keyset pagination on (expires_at, pk): each batch is one small query, and
     rows need not be held in memory between batches.
     """
-    fields = (
-        "pk",
-        "user_id",
-        "organization_id",
-        "company_name",
-        "expires_at",
-        "status",
-        "last_refreshed_at",
-    )
     last_pk = 0
     while True:  # first the rows whose expiry is unknown, by pk
         batch = list(
             queryset.filter(expires_at__isnull=True, pk__gt=last_pk)
             .order_by("pk")
-            .only(*fields)[:batch_size]
+            .only(*_ROW_FIELDS)[:batch_size]
         )
         yield from batch
         if len(batch) < batch_size:
@@ -118,7 +163,7 @@ def iter_due(queryset: Any, batch_size: int = BATCH_SIZE) -> Iterator[LexofficeC
             page = page.filter(
                 Q(expires_at__gt=cursor[0]) | Q(expires_at=cursor[0], pk__gt=cursor[1])
             )
-        batch = list(page.order_by("expires_at", "pk").only(*fields)[:batch_size])
+        batch = list(page.order_by("expires_at", "pk").only(*_ROW_FIELDS)[:batch_size])
         if not batch:
             return
         # Taken before yielding: refreshing a row moves its expires_at on.
@@ -133,6 +178,7 @@ def refresh_due_connections(
     *,
     margin: float | None = None,
     force: bool = False,
+    retry_now: bool = False,
     user: Any = None,
     organization_id: str | None = None,
     dry_run: bool = False,
@@ -142,58 +188,47 @@ def refresh_due_connections(
 ) -> RefreshSummary:
     """Refresh every active connection expiring within ``margin`` seconds, soonest first.
 
-    Safe to run from several processes or cron runs at once: a row another run
-    holds is skipped (``SELECT ... FOR UPDATE SKIP LOCKED``), and a row that
-    another run refreshed meanwhile is re-read and skipped, so Lexware sees one
-    refresh per expiry. Stops early when Lexware refuses the client itself.
+    Connections whose failed refresh waits for its retry are counted in the summary
+    (``waiting``, ``next_retry_at``) and left alone, unless ``retry_now``. Safe to run
+    from several processes or cron runs at once: a row another run holds is skipped
+    (``SELECT ... FOR UPDATE SKIP LOCKED``), and a row that another run refreshed
+    meanwhile is re-read and skipped, so Lexware sees one refresh per expiry. Stops
+    early when Lexware refuses the client itself.
     """
     margin = lexoffice_settings.REFRESH_MARGIN if margin is None else margin
     summary = RefreshSummary()
-    started_at = timezone.now()
+    if not (force or retry_now):
+        waiting = waiting_for_retry(margin=margin, user=user, organization_id=organization_id)
+        row = waiting.aggregate(count=Count("pk"), soonest=Min("next_attempt_at"))
+        summary.waiting, summary.next_retry_at = row["count"], row["soonest"]
     queryset = due_connections(
         margin=margin,
         force=force,
+        retry_now=retry_now,
         user=user,
         organization_id=organization_id,
-        started_at=started_at,
+        started_at=timezone.now(),
     )
     for connection in iter_due(queryset, batch_size):
         if limit is not None and summary.total >= limit:
             break
         if dry_run:
-            summary.would_refresh += 1
-            _report(report, connection, "would_refresh", "")
+            summary.counts[WOULD_REFRESH] += 1
+            _report(report, connection, WOULD_REFRESH, "")
             continue
-        try:
-            outcome, detail = _refresh_one(connection, force=force, margin=margin)
-        except ClientConfigurationError as exc:
+        result = tokens.attempt_refresh(
+            connection, force=force, retry_now=retry_now, margin=margin, skip_locked=True
+        )
+        summary.counts[result.outcome] += 1
+        if result.outcome.failed:
+            summary.errors.append(f"{_label(connection)}: {result.detail}")
+        _report(report, connection, result.outcome, result.detail)
+        if result.outcome is RefreshOutcome.CLIENT_REFUSED:
             # Every other refresh would fail the same way, and Lexware blocks
             # clients that keep failing: stop the run.
-            outcome, detail = "failed", str(exc)
-            summary.aborted = detail
-        setattr(summary, outcome, getattr(summary, outcome) + 1)
-        if outcome == "failed":
-            summary.errors.append(f"{_label(connection)}: {detail}")
-        _report(report, connection, outcome, detail)
-        if summary.aborted:
+            summary.aborted = result.detail
             break
     return summary
-
-
-def _refresh_one(connection: LexofficeConnection, *, force: bool, margin: float) -> tuple[str, str]:
-    try:
-        result = tokens.refresh(connection, force=force, margin=margin, skip_locked=True)
-    except ReauthorizationRequired as exc:
-        return "reauthorization_required", str(exc)
-    except ConnectionNotActive as exc:
-        return "skipped", str(exc)
-    except LexofficeConnection.DoesNotExist:
-        return "skipped", "deleted meanwhile"
-    except ClientConfigurationError:
-        raise
-    except LexofficeError as exc:
-        return "failed", str(exc)
-    return ("refreshed" if result.refreshed else "skipped"), ""
 
 
 def _report(

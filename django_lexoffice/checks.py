@@ -12,20 +12,12 @@ from django.apps import apps
 from django.conf import settings as django_settings
 from django.core.checks import Error, Tags, Warning, register
 
+from .conf import BACKEND_PATH, KNOWN_SCOPES
 from .conf import settings as lexoffice_settings
 
-BACKEND_PATH = "django_lexoffice.backends.LexofficeOAuth2"
-
-#: Lexware's scopes (LEXOFFICE.md); there is no ``openid`` and no ``profile``.
-KNOWN_SCOPES = frozenset(
-    """profile.read organization.read contacts.read contacts.write contacts.bankaccounts.read
-    contacts.bankaccounts.write articles.read articles.write invoices.read invoices.write
-    credit-notes.read credit-notes.write order-confirmations.read order-confirmations.write
-    quotations.read quotations.write delivery-notes.read delivery-notes.write dunnings.read
-    dunnings.write recurring-templates.read vouchers.read vouchers.write vouchers.sendmail
-    voucherlist.read payments.read files.read files.write files.status finance.read
-    finance.write finance.delete cashbox.read cashbox.write cashbox.delete
-    transaction-assignment-hint.write""".split()
+#: Django's RedisCache and django-redis spell their socket timeouts differently.
+_REDIS_TIMEOUT_OPTIONS = frozenset(
+    {"socket_timeout", "socket_connect_timeout", "SOCKET_TIMEOUT", "SOCKET_CONNECT_TIMEOUT"}
 )
 
 
@@ -146,7 +138,7 @@ def _check_webhooks() -> list[Error | Warning]:
                 "connection will be subscribed to any event.",
                 hint='Set LEXOFFICE_WEBHOOK_URL = "https://your.site/lexoffice/webhook/" '
                 "(the URL of lexoffice:webhook as Lexware reaches it).",
-                id="lexoffice.W107",
+                id="lexoffice.W108",
             )
         )
     return errors
@@ -229,6 +221,7 @@ def check_deploy(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
             )
         )
     warnings.extend(_check_webhook_url())
+    warnings.extend(_check_rate_limit_cache())
     for name in ("urllib3", "requests"):
         if logging.getLogger(name).isEnabledFor(logging.DEBUG):
             warnings.append(
@@ -257,7 +250,7 @@ def _check_webhook_url() -> list[Warning]:
                 f"LEXOFFICE_WEBHOOK_URL is {url!r}: Lexware requires an https callback URL, "
                 "and it must carry no credentials, query string or fragment.",
                 hint=hint,
-                id="lexoffice.W106",
+                id="lexoffice.W107",
             )
         ]
     try:
@@ -270,10 +263,29 @@ def _check_webhook_url() -> list[Warning]:
                 f"LEXOFFICE_WEBHOOK_URL's path {parts.path!r} is not the path of "
                 f"lexoffice:webhook ({path!r}): Lexware's deliveries would not arrive.",
                 hint=f"{hint}, with path('lexoffice/', include('django_lexoffice.urls')).",
-                id="lexoffice.W106",
+                id="lexoffice.W107",
             )
         ]
     return []
+
+
+def _check_rate_limit_cache() -> list[Warning]:
+    alias = lexoffice_settings.RATE_LIMIT_CACHE
+    cache = getattr(django_settings, "CACHES", {}).get(alias, {})
+    if "redis" not in str(cache.get("BACKEND", "")).lower():
+        return []
+    options = cache.get("OPTIONS") or {}
+    if _REDIS_TIMEOUT_OPTIONS.intersection(options):
+        return []
+    return [
+        Warning(
+            f"The cache {alias!r} holding the lexoffice rate limit is Redis without socket "
+            "timeouts: if Redis stops answering, every call to lexoffice hangs with it.",
+            hint=f'Add "socket_connect_timeout": 2, "socket_timeout": 2 to CACHES[{alias!r}]'
+            '["OPTIONS"] (django-redis: "SOCKET_CONNECT_TIMEOUT" and "SOCKET_TIMEOUT").',
+            id="lexoffice.W106",
+        )
+    ]
 
 
 def _is_https(url: str) -> bool:

@@ -17,7 +17,7 @@ What every request does, in order:
 1. Refuses to run for a connection that is not active (:class:`ConnectionNotActive`).
 2. Refreshes the tokens through :func:`django_lexoffice.tokens.refresh` when the access
    token expires within ``LEXOFFICE_REFRESH_MARGIN``.
-3. Takes a token from the shared :class:`~django_lexoffice.ratelimit.SharedTokenBucket`
+3. Takes a slot of the shared rate limit through :func:`django_lexoffice.http.take_slots`
    (every attempt does, retries included), or raises :class:`RateLimitTimeout` after
    ``LEXOFFICE_RATE_LIMIT_MAX_WAIT``. The bucket is keyed by client id and lives in Django's
    cache, so all processes using one client id together stay below ``LEXOFFICE_RATE_LIMIT``
@@ -48,18 +48,11 @@ from urllib3.util.retry import Retry
 
 from . import __version__, tokens
 from .conf import settings as lexoffice_settings
-from .exceptions import (
-    ConnectionNotActive,
-    ConnectionNotFound,
-    ContractIssue,
-    LexofficeAPIError,
-    MultipleConnections,
-    NoResponse,
-    TransientRefreshError,
-)
-from .http import describe_body, require_secure_url
-from .models import LexofficeConnection
+from .exceptions import ContractIssue, LexofficeAPIError, NoResponse, TransientRefreshError
+from .http import require_secure_url, take_slots
+from .models import EXPIRY_SKEW, LexofficeConnection
 from .ratelimit import SharedTokenBucket
+from .redaction import describe_body
 
 logger = logging.getLogger(__name__)
 
@@ -79,10 +72,6 @@ DEFAULT_MAX_RETRIES = 3
 DEFAULT_BACKOFF_FACTOR = 0.5
 DEFAULT_BACKOFF_JITTER = 0.5
 DEFAULT_BACKOFF_MAX = 30.0
-
-# Lexware sends no Retry-After and a stale token can be replaced quickly: refresh even while a
-# failed refresh is backing off once the token has less than this left.
-_EXPIRY_SKEW = 30
 
 
 def _sleep(seconds: float) -> None:
@@ -212,7 +201,8 @@ class LexofficeClient:
         self.backoff_factor = backoff_factor
         self.backoff_jitter = backoff_jitter
         self.backoff_max = backoff_max
-        self.bucket = bucket if bucket is not None else SharedTokenBucket()
+        #: A bucket of its own instead of the shared one (for tests); normally ``None``.
+        self.bucket = bucket
         self.session = self._make_session()
 
     @classmethod
@@ -226,7 +216,7 @@ class LexofficeClient:
         active: pass ``organization_id``) or :class:`ConnectionNotActive` (only revoked or
         re-authorization-required ones). ``kwargs`` go to the constructor.
         """
-        return cls(find_connection(user, organization_id), **kwargs)
+        return cls(LexofficeConnection.objects.get_for_user(user, organization_id), **kwargs)
 
     def __repr__(self) -> str:
         return f"<LexofficeClient connection={self.connection.pk}>"
@@ -256,12 +246,11 @@ class LexofficeClient:
         url = self._url(path)
         kwargs = self._request_kwargs(kwargs)
         self._ensure_fresh_token()
-        token = self.connection.access_token
         response = self._send_with_throttle_retries(method, url, kwargs)
         if response.status_code == 401:
             # Lexware may kill a token early (password change, logout): refresh once, retry once.
             response.close()
-            self._refresh_after_401(token)
+            self._refresh_after_401()
             response = self._send_with_throttle_retries(method, url, kwargs)
         self._note_contract_state(method, url, response)  # HTTP 402 (issue 15)
         if raise_for_status and response.status_code >= 400:
@@ -352,7 +341,7 @@ class LexofficeClient:
     def _pause_before_retry(self, delay: float) -> None:
         # Retries urllib3 makes never pass through request(): pace them here.
         _sleep(delay)
-        self.bucket.acquire()
+        take_slots(bucket=self.bucket)
 
     def _url(self, path: str) -> str:
         parts = urlsplit(path)
@@ -380,35 +369,24 @@ class LexofficeClient:
 
     def _ensure_fresh_token(self) -> None:
         connection = self.connection
-        if not connection.is_active:
-            raise ConnectionNotActive(
-                f"lexoffice connection {connection.pk} is {connection.status}; send the user "
-                "to lexoffice:login to connect again."
-            )
-        if not connection.expires_within(lexoffice_settings.REFRESH_MARGIN):
+        connection.raise_unless_active()
+        if not connection.needs_refresh(urgent=True):
             return
-        still_valid = not connection.expires_within(_EXPIRY_SKEW)
-        backing_off = connection.next_attempt_at is not None and (
-            connection.next_attempt_at > timezone.now()
-        )
-        if still_valid and backing_off:
-            return  # a refresh failed a moment ago; do not hammer the token endpoint
         try:
             tokens.refresh(connection)
         except TransientRefreshError:
-            if not still_valid:
+            if connection.expires_within(EXPIRY_SKEW):
                 raise
             logger.warning(
                 "Refreshing lexoffice connection %s failed; using its still valid access token",
                 connection.pk,
             )
 
-    def _refresh_after_401(self, rejected_token: str) -> None:
-        connection = self.connection
-        connection.refresh_from_db(fields=["access_token", "refresh_token", "expires_at", "status"])
-        if connection.is_active and connection.access_token != rejected_token:
-            return  # another worker refreshed meanwhile: just retry with its token
-        tokens.refresh(connection, force=True)
+    def _refresh_after_401(self) -> None:
+        # Forced, but single-flight: under the row lock, tokens.refresh compares the row's
+        # token with the one this client sent; if another worker replaced it meanwhile,
+        # nothing is sent and the client just retries with the new token.
+        tokens.refresh(self.connection, force=True)
 
     # -- sending ----------------------------------------------------------------------------------
 
@@ -443,7 +421,7 @@ class LexofficeClient:
 
     def _send(self, method: str, url: str, kwargs: dict[str, Any]) -> requests.Response:
         require_secure_url(url)  # the bearer token goes over https only
-        self.bucket.acquire()
+        take_slots(bucket=self.bucket)
         path = urlsplit(url).path  # never log query strings
         started = time.monotonic()
         try:
@@ -516,44 +494,6 @@ class LexofficeClient:
 
     def _secrets(self) -> list[str]:
         return [self.connection.access_token, self.connection.refresh_token]
-
-
-def find_connection(user: Any, organization_id: str | None = None) -> LexofficeConnection:
-    """``user``'s connection to ``organization_id``, or their single active connection.
-
-    See :meth:`LexofficeClient.for_user` for the exceptions.
-    """
-    if not getattr(user, "is_authenticated", False):
-        raise ConnectionNotFound("An anonymous user has no lexoffice connection.")
-    connections = LexofficeConnection.objects.filter(user=user)
-    if organization_id is not None:
-        connection = connections.filter(organization_id=organization_id).first()
-        if connection is None:
-            raise ConnectionNotFound(
-                f"{user} has no lexoffice connection to organization {organization_id}."
-            )
-        candidates = [connection]
-    else:
-        candidates = list(connections.active()[:2])
-        if len(candidates) > 1:
-            raise MultipleConnections(
-                f"{user} has several active lexoffice connections; pass organization_id= "
-                "to choose one."
-            )
-        if not candidates:
-            inactive = connections.first()
-            if inactive is None:
-                raise ConnectionNotFound(
-                    f"{user} has no lexoffice connection; send them to lexoffice:login."
-                )
-            candidates = [inactive]
-    connection = candidates[0]
-    if not connection.is_active:
-        raise ConnectionNotActive(
-            f"lexoffice connection {connection.pk} is {connection.status}; send the user to "
-            "lexoffice:login to connect again."
-        )
-    return connection
 
 
 def request_id(response: requests.Response) -> str | None:

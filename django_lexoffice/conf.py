@@ -16,6 +16,21 @@ PRODUCTION_API_BASE_URL = "https://api.lexware.io"
 SANDBOX_AUTH_BASE_URL = "https://app.lexware-sandbox.de"
 SANDBOX_API_BASE_URL = "https://api.lexware-sandbox.io"
 
+#: The authentication backend's dotted path, for AUTHENTICATION_BACKENDS and ``login()``.
+BACKEND_PATH = "django_lexoffice.backends.LexofficeOAuth2"
+
+#: Lexware's scopes (LEXOFFICE.md); there is no ``openid`` and no ``profile``.
+KNOWN_SCOPES = frozenset(
+    """profile.read organization.read contacts.read contacts.write contacts.bankaccounts.read
+    contacts.bankaccounts.write articles.read articles.write invoices.read invoices.write
+    credit-notes.read credit-notes.write order-confirmations.read order-confirmations.write
+    quotations.read quotations.write delivery-notes.read delivery-notes.write dunnings.read
+    dunnings.write recurring-templates.read vouchers.read vouchers.write vouchers.sendmail
+    voucherlist.read payments.read files.read files.write files.status finance.read
+    finance.write finance.delete cashbox.read cashbox.write cashbox.delete
+    transaction-assignment-hint.write""".split()
+)
+
 #: ``profile.read`` is always requested: ``/v1/profile`` identifies the account.
 REQUIRED_SCOPES: tuple[str, ...] = ("profile.read",)
 
@@ -132,11 +147,6 @@ class Settings:
     @property
     def PROFILE_URL(self) -> str:
         return f"{self.API_BASE_URL}/v1/profile"
-
-    @property
-    def PASSWORD_RESET_URL(self) -> str:
-        """Lexware's own "Passwort vergessen?" page on the configured host."""
-        return f"{self.AUTH_BASE_URL}/passwort-vergessen"
 
     @property
     def REDIRECT_URI(self) -> str | None:

@@ -75,6 +75,21 @@ class RateLimitTimeout(LexofficeError):
     """Waited longer than ``LEXOFFICE_RATE_LIMIT_MAX_WAIT`` for the shared rate limit."""
 
 
+class RateLimitUnavailable(LexofficeError):
+    """The cache holding the shared rate limit (``LEXOFFICE_RATE_LIMIT_CACHE``) cannot be
+    reached; nothing was sent to Lexware."""
+
+
+class ConnectionBusy(LexofficeError):
+    """A connection's row stayed locked too long (another worker's refresh, or the caller's
+    own transaction); nothing was sent to Lexware."""
+
+
+class OwnTransactionUnavailable(LexofficeError, RuntimeError):
+    """New tokens must commit on their own, which SQLite cannot do inside the caller's
+    transaction; nothing was sent to Lexware."""
+
+
 class LexofficeAPIError(LexofficeHTTPError):
     """A Lexware API call answered with an error status."""
 

@@ -1,33 +1,34 @@
-"""HTTP calls to Lexware's authorization server, and safe descriptions of responses.
+"""Sending to Lexware: the https guard, the one way into the shared rate limit, and the
+calls to the authorization server (token and revocation endpoints).
 
-Client authentication is HTTP Basic ``base64(client_id:client_secret)`` for a
-confidential client (the only method Lexware documents); a public client sends
-``client_id`` in the body and no secret. Timeouts always apply and TLS
-certificates are always verified.
+Every request to Lexware takes its slot through :func:`take_slots`: the API client, the
+callback's code exchange and profile call, refresh and revoke. Client authentication is
+HTTP Basic ``base64(client_id:client_secret)`` for a confidential client (the only method
+Lexware documents); a public client sends ``client_id`` in the body and no secret. Timeouts
+always apply and TLS certificates are always verified.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import json
-import re
-from collections.abc import Iterable
+import logging
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 from django.views.decorators.debug import sensitive_variables
 
+from . import ratelimit
 from .conf import settings as lexoffice_settings
-from .exceptions import LexofficeConfigurationError, LexofficeHTTPError
-
-BODY_LIMIT = 500
-REDACTED = "[redacted]"
-_TOKEN_KEY = re.compile(r"token|secret|code|verifier|password|authorization", re.IGNORECASE)
-# Anything shaped like a bearer token or JWT in free text.
-_TOKEN_LIKE = re.compile(
-    r"[A-Za-z0-9_\-]{20,}\.[A-Za-z0-9_\-]{20,}(\.[A-Za-z0-9_\-]+)?|[A-Za-z0-9_\-]{60,}"
+from .exceptions import (
+    LexofficeConfigurationError,
+    LexofficeError,
+    LexofficeHTTPError,
+    RateLimitUnavailable,
 )
+from .redaction import describe_response
+
+logger = logging.getLogger(__name__)
 
 
 def require_secure_url(url: str) -> None:
@@ -55,10 +56,39 @@ def _is_loopback(host: str | None) -> bool:
         return False
 
 
+def take_slots(count: int = 1, *, bucket: Any = None) -> float:
+    """Take ``count`` slots of the shared rate limit; return the seconds waited.
+
+    The one way into the rate limit (``bucket`` overrides the shared bucket, for tests).
+    Raises :class:`RateLimitTimeout` when no slot comes within
+    ``LEXOFFICE_RATE_LIMIT_MAX_WAIT``, and :class:`RateLimitUnavailable` when the cache
+    behind the limit fails: nothing is sent to Lexware unpaced.
+    """
+    waited = 0.0
+    try:
+        for _ in range(count):
+            waited += bucket.acquire() if bucket is not None else ratelimit.acquire()
+    except LexofficeError:
+        raise
+    except Exception as exc:
+        # Redis refused, timed out, or any other cache failure.
+        raise RateLimitUnavailable(
+            "The cache that holds the shared lexoffice rate limit "
+            f"(LEXOFFICE_RATE_LIMIT_CACHE={lexoffice_settings.RATE_LIMIT_CACHE!r}) failed: "
+            f"{type(exc).__name__}: {str(exc)[:200]}. Nothing was sent to Lexware."
+        ) from None
+    return waited
+
+
 @sensitive_variables("data", "secret", "auth")
-def post_form(url: str, data: dict[str, str]) -> requests.Response:
-    """POST ``data`` form-encoded to Lexware's authorization server with client auth."""
+def post_form(url: str, data: dict[str, str], *, paced: bool = False) -> requests.Response:
+    """POST ``data`` form-encoded to Lexware's authorization server with client auth.
+
+    Takes its rate-limit slot first, unless the caller already did (``paced=True``).
+    """
     require_secure_url(url)
+    if not paced:
+        take_slots()
     client_id = lexoffice_settings.CLIENT_ID
     secret = lexoffice_settings.CLIENT_SECRET
     auth: tuple[str, str] | None
@@ -87,41 +117,16 @@ def post_form(url: str, data: dict[str, str]) -> requests.Response:
         ) from None
 
 
-def error_code(data: Any) -> str | None:
-    """The RFC 6749 §5.2 ``error`` of a parsed response body, if any."""
-    error = data.get("error") if isinstance(data, dict) else None
-    return error if isinstance(error, str) else None
-
-
-def redact(value: Any) -> Any:
-    """Replace token-like values in parsed JSON (and token-shaped text) by ``[redacted]``."""
-    if isinstance(value, dict):
-        return {
-            key: REDACTED if isinstance(key, str) and _TOKEN_KEY.search(key) else redact(item)
-            for key, item in value.items()
-        }
-    if isinstance(value, list):
-        return [redact(item) for item in value]
-    if isinstance(value, str):
-        return _TOKEN_LIKE.sub(REDACTED, value)
-    return value
-
-
-def describe_body(text: str, secrets: Iterable[str] = ()) -> str:
-    """A short, token-free rendering of a response body for logs and ``last_error``."""
+@sensitive_variables("token")
+def revoke_token(token: str, *, paced: bool = False) -> str:
+    """POST ``token`` to Lexware's revocation endpoint (RFC 7009); return "" when Lexware
+    confirmed (HTTP 200), else a token-free description of what went wrong."""
     try:
-        rendered = json.dumps(redact(json.loads(text)), ensure_ascii=False, sort_keys=True)
-    except ValueError:
-        rendered = redact(" ".join(text.split()))
-    for secret in secrets:
-        if secret:
-            rendered = rendered.replace(secret, REDACTED)
-    if len(rendered) > BODY_LIMIT:
-        rendered = rendered[:BODY_LIMIT] + "…"
-    return rendered
-
-
-def describe_response(response: requests.Response) -> str:
-    """``HTTP 503: {"message": ...}``, never a token."""
-    body = describe_body(response.text or "")
-    return f"HTTP {response.status_code}: {body}" if body else f"HTTP {response.status_code}"
+        response = post_form(lexoffice_settings.REVOKE_URL, {"token": token}, paced=paced)
+    except requests.RequestException as exc:
+        return f"revoke failed: {type(exc).__name__}: no response"
+    except LexofficeError as exc:
+        return f"revoke not sent: {exc}"
+    if response.status_code != 200:
+        return f"revoke answered {describe_response(response)}"
+    return ""

@@ -11,12 +11,22 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from .exceptions import UnsafeTokenWriteError
+from .conf import settings as lexoffice_settings
+from .exceptions import (
+    ConnectionNotActive,
+    ConnectionNotFound,
+    MultipleConnections,
+    UnsafeTokenWriteError,
+)
 from .fields import EncryptedTokenField
 
 TOKEN_FIELDS = frozenset({"access_token", "refresh_token"})
 #: How long before the authorization ends the user is asked to connect again.
 RENEWAL_NOTICE = timedelta(days=30)
+
+#: Seconds: an access token with less left than this is as good as expired. A caller about
+#: to use it refreshes even while a failed refresh is waiting for its retry.
+EXPIRY_SKEW = 30
 
 
 class LexofficeConnectionQuerySet(models.QuerySet["LexofficeConnection"]):
@@ -31,8 +41,6 @@ class LexofficeConnectionQuerySet(models.QuerySet["LexofficeConnection"]):
     ) -> LexofficeConnectionQuerySet:
         """Connections whose access token expires within ``within`` (a timedelta or
         seconds; default ``LEXOFFICE_REFRESH_MARGIN``), or whose expiry is unknown."""
-        from .conf import settings as lexoffice_settings
-
         if within is None:
             within = lexoffice_settings.REFRESH_MARGIN
         if not isinstance(within, timedelta):
@@ -43,13 +51,51 @@ class LexofficeConnectionQuerySet(models.QuerySet["LexofficeConnection"]):
     def due_for_refresh(
         self, within: timedelta | int | float | None = None
     ) -> LexofficeConnectionQuerySet:
-        """Active, expiring connections not waiting out a backoff after a failure."""
-        now = timezone.now()
-        return (
-            self.active()
-            .expiring(within)
-            .filter(models.Q(next_attempt_at__isnull=True) | models.Q(next_attempt_at__lte=now))
-        )
+        """Active connections whose :meth:`LexofficeConnection.needs_refresh` is true: expiring,
+        and not waiting for the retry of a failed refresh."""
+        return self.active().expiring(within).exclude(self._waiting_for_retry())
+
+    def waiting_for_retry(
+        self, within: timedelta | int | float | None = None
+    ) -> LexofficeConnectionQuerySet:
+        """Active, expiring connections whose failed refresh waits for its retry (backoff)."""
+        return self.active().expiring(within).filter(self._waiting_for_retry())
+
+    @staticmethod
+    def _waiting_for_retry() -> models.Q:
+        return models.Q(next_attempt_at__gt=timezone.now())
+
+    def get_for_user(self, user: Any, organization_id: str | None = None) -> LexofficeConnection:
+        """``user``'s active connection to ``organization_id``, or their single active one.
+
+        Raises :class:`~django_lexoffice.exceptions.ConnectionNotFound` (none),
+        :class:`~django_lexoffice.exceptions.MultipleConnections` (several active: pass
+        ``organization_id``) or :class:`~django_lexoffice.exceptions.ConnectionNotActive`
+        (only revoked or re-authorization-required ones).
+        """
+        if not getattr(user, "is_authenticated", False):
+            raise ConnectionNotFound("An anonymous user has no lexoffice connection.")
+        connections = self.filter(user=user)
+        if organization_id is not None:
+            connection = connections.filter(organization_id=organization_id).first()
+            if connection is None:
+                raise ConnectionNotFound(
+                    f"{user} has no lexoffice connection to organization {organization_id}."
+                )
+        else:
+            candidates = list(connections.active()[:2])
+            if len(candidates) > 1:
+                raise MultipleConnections(
+                    f"{user} has several active lexoffice connections; pass organization_id= "
+                    "to choose one."
+                )
+            connection = candidates[0] if candidates else connections.first()
+            if connection is None:
+                raise ConnectionNotFound(
+                    f"{user} has no lexoffice connection; send them to lexoffice:login."
+                )
+        connection.raise_unless_active()
+        return connection
 
     def update(self, **kwargs: Any) -> int:
         # django-encrypted-model-fields encrypts SQL expressions' text: refuse
@@ -161,18 +207,20 @@ class LexofficeConnection(models.Model):
         return bool(self.refresh_token)
 
     def set_tokens(
-        self, access_token: str, refresh_token: str | None, expires_in: float | None
+        self, access_token: str | None, refresh_token: str | None, expires_in: float | None
     ) -> None:
         """Take a new token pair from a token response (not saved).
 
         Lexware rotates refresh tokens: the new one replaces the old, which is kept
-        only when the response carries none. Clears the failure bookkeeping.
+        only when the response carries none. Without a usable access token the row keeps
+        none and counts as expired, so the next use refreshes. Clears the failure
+        bookkeeping.
         """
         now = timezone.now()
-        self.access_token = access_token
+        self.access_token = access_token or ""
         if refresh_token:
             self.refresh_token = refresh_token
-        self.expires_at = now + timedelta(seconds=float(expires_in)) if expires_in else None
+        self.expires_at = now + timedelta(seconds=float(expires_in or 0))
         self.status = self.Status.ACTIVE
         self.last_refreshed_at = now
         self.consecutive_failures = 0
@@ -184,8 +232,6 @@ class LexofficeConnection(models.Model):
     def authorization_ends_at(self) -> datetime | None:
         """When Lexware ends this authorization (``authorized_at`` plus
         ``LEXOFFICE_AUTHORIZATION_LIFETIME``); ``None`` when the lifetime is off."""
-        from .conf import settings as lexoffice_settings
-
         lifetime = lexoffice_settings.AUTHORIZATION_LIFETIME
         if lifetime is None or self.authorized_at is None:
             return None
@@ -202,6 +248,34 @@ class LexofficeConnection(models.Model):
         if self.expires_at is None:
             return True
         return self.expires_at <= timezone.now() + timedelta(seconds=seconds)
+
+    @property
+    def is_waiting_for_retry(self) -> bool:
+        """Whether a failed refresh waits for its retry (``next_attempt_at``, with backoff)."""
+        return self.next_attempt_at is not None and self.next_attempt_at > timezone.now()
+
+    def needs_refresh(self, margin: float | None = None, *, urgent: bool = False) -> bool:
+        """Whether to refresh now: the access token expires within ``margin`` seconds
+        (default ``LEXOFFICE_REFRESH_MARGIN``) and no failed refresh waits for its retry.
+
+        ``urgent`` is for a caller about to use the token: it refreshes despite a pending
+        retry once the token is as good as expired (:data:`EXPIRY_SKEW`). The database
+        counterpart is ``LexofficeConnection.objects.due_for_refresh()``.
+        """
+        margin = lexoffice_settings.REFRESH_MARGIN if margin is None else margin
+        if not self.expires_within(margin):
+            return False
+        if not self.is_waiting_for_retry:
+            return True
+        return urgent and self.expires_within(EXPIRY_SKEW)
+
+    def raise_unless_active(self) -> None:
+        """Raise :class:`~django_lexoffice.exceptions.ConnectionNotActive` unless active."""
+        if not self.is_active:
+            raise ConnectionNotActive(
+                f"lexoffice connection {self.pk} is {self.status}; send the user to "
+                "lexoffice:login to connect again."
+            )
 
 
 class LexofficeWebhookEvent(models.Model):

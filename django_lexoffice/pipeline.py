@@ -9,6 +9,7 @@ pipeline when the site configures none; a site with its own
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.db import transaction
@@ -17,14 +18,17 @@ from django.views.decorators.debug import sensitive_variables
 
 from .backends import TOKEN_KEYS, LexofficeOAuth2
 from .conf import settings as lexoffice_settings
+from .http import revoke_token
 from .models import LexofficeConnection
 from .signals import connection_created
 from .subscriptions import subscribe_after_login
 
+logger = logging.getLogger(__name__)
+
 _USER_FIELDS = ("first_name", "last_name", "email")
 
 
-@sensitive_variables()  # the token response passes through here
+@sensitive_variables()  # the token response and the replaced refresh token pass through here
 def save_connection(
     backend: Any,
     user: Any = None,
@@ -37,7 +41,9 @@ def save_connection(
 
     Keeps the stored refresh token when Lexware's response carries none, stores
     the scopes that were requested (Lexware's ``scope`` echo is coarse) and
-    scrubs tokens from the social-auth association.
+    scrubs tokens from the social-auth association. A reconnect that brings a new
+    ``connectionId`` replaces a grant nobody holds any more: it is revoked at Lexware
+    once the new one is committed.
     """
     if getattr(backend, "name", None) != LexofficeOAuth2.name or user is None or not response:
         return None
@@ -46,7 +52,11 @@ def save_connection(
         connection, created = LexofficeConnection.objects.select_for_update().get_or_create(
             user=user, organization_id=str(response["organizationId"])
         )
-        connection.connection_id = str(response.get("connectionId") or "")[:64]
+        connection_id = str(response.get("connectionId") or "")[:64]
+        replaced = ""
+        if not created and connection.connection_id != connection_id:
+            replaced = connection.refresh_token
+        connection.connection_id = connection_id
         connection.company_name = str(response.get("companyName") or "")[:255]
         connection.lexoffice_user_id = str(created_by.get("userId") or "")[:64]
         connection.lexoffice_user_name = str(created_by.get("userName") or "")[:255]
@@ -62,6 +72,8 @@ def save_connection(
         connection.reauthorization_due_sent_for = None
         connection.save()
         scrub_extra_data(social)
+        if replaced:
+            transaction.on_commit(lambda: _revoke_replaced_grant(connection.pk, replaced))
         # A new grant has no subscriptions at Lexware yet: subscribe once the login commits.
         subscribe_after_login(connection)
 
@@ -74,6 +86,17 @@ def save_connection(
             sender=LexofficeConnection, connection=connection, user=user, request=request
         )
     return {"lexoffice_connection": connection}
+
+
+@sensitive_variables("refresh_token")
+def _revoke_replaced_grant(pk: Any, refresh_token: str) -> None:
+    error = revoke_token(refresh_token)
+    if error:
+        logger.warning(
+            "lexoffice connection %s was reconnected; revoking the replaced grant failed: %s",
+            pk,
+            error,
+        )
 
 
 def scrub_extra_data(social: Any) -> None:

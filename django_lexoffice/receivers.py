@@ -3,7 +3,6 @@ revoked connection keeps no subscription records."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from django.db.models.signals import pre_delete
@@ -11,22 +10,14 @@ from django.dispatch import receiver
 
 from .models import LexofficeConnection, LexofficeSubscription
 from .signals import connection_revoked
-from .tokens import revoke_at_lexware
-
-logger = logging.getLogger(__name__)
+from .tokens import revoke_before_delete
 
 
 @receiver(pre_delete, sender=LexofficeConnection, dispatch_uid="django_lexoffice_revoke_on_delete")
-def revoke_before_delete(sender: Any, instance: LexofficeConnection, **kwargs: Any) -> None:
-    """Revoke the grant at Lexware before its row goes (best effort; GDPR erasure)."""
-    if instance.status == LexofficeConnection.Status.REVOKED:
-        return
-    if not revoke_at_lexware(instance):
-        logger.warning(
-            "lexoffice connection %s was deleted, but Lexware could not confirm the revocation; "
-            "the user can end it in lexoffice's settings.",
-            instance.pk,
-        )
+def revoke_on_delete(sender: Any, instance: LexofficeConnection, **kwargs: Any) -> None:
+    """Revoke the grant at Lexware before its row goes (best effort; GDPR erasure), under
+    the row lock, and send ``connection_revoked``."""
+    revoke_before_delete(instance)
 
 
 @receiver(connection_revoked, dispatch_uid="django_lexoffice_forget_subscriptions")

@@ -30,10 +30,9 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
 from datetime import datetime
 
 from .batch import due_connections, iter_due
-from .exceptions import ClientConfigurationError, ConnectionNotActive, LexofficeError
 from .models import LexofficeConnection
 from .renewal import send_reauthorization_due
-from .tokens import refresh
+from .tokens import RefreshOutcome, attempt_refresh
 
 
 @shared_task(name="django_lexoffice.tasks.refresh_expiring_connections", ignore_result=True)
@@ -50,20 +49,17 @@ def refresh_expiring_connections(margin: float | None = None) -> int:
 
 @shared_task(name="django_lexoffice.tasks.refresh_connection", ignore_result=True)
 def refresh_connection(pk: int, margin: float | None = None) -> str:
-    """Refresh one connection if it is still due; return the outcome's name.
+    """Refresh one connection if it is still due; return the outcome's name
+    (a :class:`~django_lexoffice.tokens.RefreshOutcome` value).
 
     A row another worker holds is skipped (that worker is refreshing it), a
     fresh row is skipped, failures are recorded on the row by ``tokens.refresh``
-    and retried by a later beat run after the row's backoff.
+    and retried by a later beat run after the row's backoff. Lexware refusing the
+    client is raised, so Celery's error reporting sees it.
     """
-    try:
-        result = refresh(LexofficeConnection(pk=pk), margin=margin, skip_locked=True)
-    except (ConnectionNotActive, LexofficeConnection.DoesNotExist):
-        return "skipped"
-    except ClientConfigurationError:
-        raise  # an operator problem: let Celery's error reporting see it
-    except LexofficeError as exc:
-        return type(exc).__name__
+    result = attempt_refresh(LexofficeConnection(pk=pk), margin=margin, skip_locked=True)
+    if result.outcome is RefreshOutcome.CLIENT_REFUSED and result.error is not None:
+        raise result.error
     return result.outcome.value
 
 

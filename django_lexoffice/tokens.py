@@ -1,10 +1,16 @@
-"""The one place that refreshes and revokes lexoffice tokens.
+"""The one place that refreshes and revokes lexoffice tokens, and names what a refresh did.
 
 Lexware rotates the refresh token on every refresh and two concurrent refreshes
-with the same token break the connection. :func:`refresh` therefore locks the
-row (``SELECT ... FOR UPDATE``), re-reads it, and calls Lexware only when no
-other worker refreshed meanwhile. The admin, the management command, the API
-client and the Celery task all go through here.
+with the same token break the connection. :func:`refresh` therefore takes its
+rate-limit slot, locks the row (``SELECT ... FOR UPDATE``), re-reads it, and calls
+Lexware only when no other worker refreshed meanwhile: the decision is made under
+the lock, against the access token the caller saw. The new pair commits in a
+transaction of its own (:mod:`django_lexoffice.isolation`), so a caller's
+transaction that rolls back cannot take it away.
+
+:class:`RefreshOutcome` is the one vocabulary of what a refresh did;
+:func:`attempt_refresh` returns it instead of raising. The admin, the management
+command, the API client and the Celery tasks all go through here.
 
 On SQLite the row lock is a no-op; the guarantees are tested on PostgreSQL.
 """
@@ -12,28 +18,33 @@ On SQLite the row lock is a no-op; the guarantees are tested on PostgreSQL.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 import requests
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
-from . import ratelimit
 from .conf import settings as lexoffice_settings
 from .exceptions import (
     ClientConfigurationError,
     ConnectionNotActive,
-    LexofficeConfigurationError,
+    LexofficeError,
+    RateLimitTimeout,
+    RateLimitUnavailable,
     ReauthorizationRequired,
     TransientRefreshError,
 )
-from .http import describe_response, error_code, post_form
+from .http import post_form, revoke_token, take_slots
+from .isolation import lock_timeout, run_committed
 from .models import LexofficeConnection
+from .redaction import describe_response, error_code
 from .signals import connection_revoked, reauthorization_required, tokens_refreshed
+from .token_response import parse_token_response
 
 logger = logging.getLogger(__name__)
 
@@ -43,20 +54,70 @@ BACKOFF_MAX_SECONDS = 3600
 
 
 class RefreshOutcome(StrEnum):
+    """What one refresh attempt did."""
+
     REFRESHED = "refreshed"
-    SKIPPED = "skipped"  # another worker refreshed it meanwhile, or it is not due
+    #: Nothing to do: fresh already, refreshed by another worker meanwhile, or its row is
+    #: being refreshed by another worker right now.
+    SKIPPED = "skipped"
+    #: A failed refresh waits for its retry (``next_attempt_at``, exponential backoff).
+    WAITING_FOR_RETRY = "waiting_for_retry"
+    #: Lexware no longer accepts the grant: the user must connect again.
+    REAUTHORIZATION_REQUIRED = "reauthorization_required"
+    #: Revoked, needs re-authorization already, or deleted: nothing was sent.
+    NOT_ACTIVE = "not_active"
+    #: Lexware could not refresh right now (5xx, 429, timeout, odd answer); retried later.
+    TRANSIENT_FAILURE = "transient_failure"
+    #: Lexware refused the client id or secret: an operator problem.
+    CLIENT_REFUSED = "client_refused"
+    #: No rate-limit slot in time, or the cache behind the rate limit failed.
+    RATE_LIMITED = "rate_limited"
+
+    @property
+    def failed(self) -> bool:
+        """Whether this outcome is a failure an operator should hear about."""
+        return self in _FAILURES
+
+
+_FAILURES = frozenset(
+    {
+        RefreshOutcome.TRANSIENT_FAILURE,
+        RefreshOutcome.CLIENT_REFUSED,
+        RefreshOutcome.RATE_LIMITED,
+    }
+)
 
 
 @dataclass(frozen=True)
 class RefreshResult:
-    """What :func:`refresh` did. ``connection`` is the re-read, up-to-date row."""
+    """What a refresh did. ``connection`` is the up-to-date row; ``error`` the exception
+    behind a failed outcome (token-free), for :func:`attempt_refresh`'s callers."""
 
     outcome: RefreshOutcome
     connection: LexofficeConnection
+    error: LexofficeError | None = None
 
     @property
     def refreshed(self) -> bool:
         return self.outcome is RefreshOutcome.REFRESHED
+
+    @property
+    def detail(self) -> str:
+        """The error's message, or "" (safe to log and show)."""
+        return str(self.error) if self.error is not None else ""
+
+
+def classify(error: Exception) -> RefreshOutcome:
+    """The outcome an exception raised by :func:`refresh` stands for."""
+    if isinstance(error, ReauthorizationRequired):
+        return RefreshOutcome.REAUTHORIZATION_REQUIRED
+    if isinstance(error, (ConnectionNotActive, LexofficeConnection.DoesNotExist)):
+        return RefreshOutcome.NOT_ACTIVE
+    if isinstance(error, ClientConfigurationError):
+        return RefreshOutcome.CLIENT_REFUSED
+    if isinstance(error, (RateLimitTimeout, RateLimitUnavailable)):
+        return RefreshOutcome.RATE_LIMITED
+    return RefreshOutcome.TRANSIENT_FAILURE
 
 
 def backoff_delay(failures: int) -> timedelta:
@@ -65,82 +126,194 @@ def backoff_delay(failures: int) -> timedelta:
     return timedelta(seconds=min(seconds, BACKOFF_MAX_SECONDS))
 
 
-@sensitive_variables("refresh_token")
+def attempt_refresh(connection: LexofficeConnection, **options: Any) -> RefreshResult:
+    """:func:`refresh`, reporting every outcome in the result instead of raising.
+
+    For callers that handle many connections (the admin, the command, the tasks).
+    """
+    try:
+        return refresh(connection, **options)
+    except LexofficeConnection.DoesNotExist:
+        gone = ConnectionNotActive(f"Connection {connection.pk} no longer exists.")
+        return RefreshResult(RefreshOutcome.NOT_ACTIVE, connection, gone)
+    except LexofficeError as exc:
+        return RefreshResult(classify(exc), connection, exc)
+
+
+@sensitive_variables("seen")
 def refresh(
     connection: LexofficeConnection,
     *,
     force: bool = False,
     margin: float | None = None,
     skip_locked: bool = False,
+    retry_now: bool = False,
 ) -> RefreshResult:
     """Refresh ``connection``'s tokens, single-flight.
 
-    Without ``force``, a connection whose access token is still valid for more
-    than ``margin`` seconds (default ``LEXOFFICE_REFRESH_MARGIN``) is skipped:
-    another worker has refreshed it since the caller read the row. With
-    ``skip_locked``, a row locked by another worker is skipped instead of
-    waited for (the management command uses this).
+    Without ``force``, a connection that does not need a refresh
+    (:meth:`~django_lexoffice.models.LexofficeConnection.needs_refresh` with ``margin``,
+    default ``LEXOFFICE_REFRESH_MARGIN``) is skipped; one whose failed refresh waits for its
+    retry reports ``WAITING_FOR_RETRY`` unless ``retry_now``. Either way, if the row's
+    access token is no longer the one ``connection`` holds, another worker refreshed
+    meanwhile and nothing is sent. With ``skip_locked``, a row locked by another worker is
+    skipped instead of waited for (the management command uses this).
 
     Raises :class:`ReauthorizationRequired` (grant gone; the row is marked),
-    :class:`TransientRefreshError` (tokens kept, failure recorded, retried later
-    with backoff), :class:`ClientConfigurationError` (client id/secret refused)
-    or :class:`ConnectionNotActive`.
+    :class:`TransientRefreshError` (recorded, retried later with backoff),
+    :class:`ClientConfigurationError` (client id/secret refused),
+    :class:`ConnectionNotActive`, :class:`RateLimitTimeout`, :class:`RateLimitUnavailable`,
+    :class:`~django_lexoffice.exceptions.ConnectionBusy` or
+    :class:`~django_lexoffice.exceptions.OwnTransactionUnavailable`.
     """
     margin = lexoffice_settings.REFRESH_MARGIN if margin is None else margin
-    failure: Exception | None = None
-    with transaction.atomic():
-        rows = LexofficeConnection.objects.select_for_update(skip_locked=skip_locked).filter(
-            pk=connection.pk
+    seen = _seen_state(connection)
+    wanted = force or retry_now or _caller_sees_need(connection, margin)
+    if wanted:
+        take_slots()  # before the row lock: never hold a lock while waiting for a slot
+
+    def locked_refresh() -> tuple[RefreshResult, LexofficeError | None]:
+        return _refresh_locked(
+            connection,
+            seen=seen,
+            call=wanted,
+            force=force,
+            margin=margin,
+            skip_locked=skip_locked,
+            retry_now=retry_now,
         )
-        current = rows.first()
-        if current is None:
-            if skip_locked and LexofficeConnection.objects.filter(pk=connection.pk).exists():
-                return RefreshResult(RefreshOutcome.SKIPPED, connection)
-            raise LexofficeConnection.DoesNotExist(f"Connection {connection.pk} no longer exists.")
-        if current.status != LexofficeConnection.Status.ACTIVE:
-            raise ConnectionNotActive(
-                f"Connection {current.pk} is {current.status}; the user must connect again."
-            )
-        if not force and not current.expires_within(margin):
-            _copy_state(current, connection)
-            return RefreshResult(RefreshOutcome.SKIPPED, current)
-        refresh_token = current.refresh_token
-        if not refresh_token:
-            failure = _mark_reauthorization_required(current, "no refresh token stored")
-        else:
-            ratelimit.acquire()
-            try:
-                response = post_form(
-                    lexoffice_settings.TOKEN_URL,
-                    {"grant_type": "refresh_token", "refresh_token": refresh_token},
-                )
-            except requests.RequestException as exc:
-                failure = _record_transient(current, None, f"{type(exc).__name__}: no response")
-            else:
-                failure = _handle_refresh_response(current, response)
-    _copy_state(current, connection)
+
+    result, failure = run_committed(locked_refresh)
+    _copy_state(result.connection, connection)
     if failure is not None:
-        # Raised after the block, so the recorded failure is committed, not rolled back.
+        # Raised after the transaction, so the recorded failure is committed, not rolled back.
         if isinstance(failure, ReauthorizationRequired):
             reauthorization_required.send(
-                sender=LexofficeConnection, connection=current, reason=str(failure)
+                sender=LexofficeConnection, connection=connection, reason=str(failure)
             )
         raise failure
-    tokens_refreshed.send(sender=LexofficeConnection, connection=current)
-    return RefreshResult(RefreshOutcome.REFRESHED, current)
+    if result.refreshed:
+        tokens_refreshed.send(sender=LexofficeConnection, connection=connection)
+    return RefreshResult(result.outcome, connection)
 
 
-@sensitive_variables("data")
+class _Seen(NamedTuple):
+    """What the caller's copy of the row says about the last refresh it knows of."""
+
+    access_token: str | None
+    last_refreshed_at: datetime | None
+    loaded: bool
+
+
+def _seen_state(connection: LexofficeConnection) -> _Seen | None:
+    """The token (or, where tokens were not loaded, the refresh time) the caller saw;
+    ``None`` for an instance that was never loaded from the database."""
+    if connection.pk is None or connection._state.adding:
+        return None
+    deferred = connection.get_deferred_fields()
+    token = None if "access_token" in deferred else (connection.access_token or None)
+    loaded = "last_refreshed_at" not in deferred
+    return _Seen(token, connection.last_refreshed_at if loaded else None, loaded)
+
+
+def _refreshed_since(current: LexofficeConnection, seen: _Seen | None) -> bool:
+    """Whether another worker refreshed the row after the caller read it."""
+    if seen is None:
+        return False
+    if seen.access_token is not None:
+        return current.access_token != seen.access_token
+    return seen.loaded and current.last_refreshed_at != seen.last_refreshed_at
+
+
+def _caller_sees_need(connection: LexofficeConnection, margin: float) -> bool:
+    if "expires_at" in connection.get_deferred_fields():
+        return True
+    return connection.needs_refresh(margin, urgent=True)
+
+
+def _refresh_locked(
+    connection: LexofficeConnection,
+    *,
+    seen: _Seen | None,
+    call: bool,
+    force: bool,
+    margin: float,
+    skip_locked: bool,
+    retry_now: bool,
+) -> tuple[RefreshResult, LexofficeError | None]:
+    pk = connection.pk
+    issued: list[bool] = []  # set once Lexware issued new tokens (the old ones are dead then)
+    try:
+        with transaction.atomic(), lock_timeout(pk):
+            rows = LexofficeConnection.objects.select_for_update(skip_locked=skip_locked)
+            current = rows.filter(pk=pk).first()
+            if current is None:
+                if skip_locked and LexofficeConnection.objects.filter(pk=pk).exists():
+                    return RefreshResult(RefreshOutcome.SKIPPED, connection), None
+                raise LexofficeConnection.DoesNotExist(f"Connection {pk} no longer exists.")
+            current.raise_unless_active()
+            skip = _reason_to_skip(current, seen, call, force, margin, retry_now)
+            if skip is not None:
+                return RefreshResult(skip, current), None
+            return RefreshResult(RefreshOutcome.REFRESHED, current), _call_lexware(
+                current, issued.append
+            )
+    except DatabaseError as exc:
+        if not issued:
+            raise
+        return RefreshResult(RefreshOutcome.REAUTHORIZATION_REQUIRED, connection), _not_stored(
+            pk, exc
+        )
+
+
+def _reason_to_skip(
+    current: LexofficeConnection,
+    seen: _Seen | None,
+    call: bool,
+    force: bool,
+    margin: float,
+    retry_now: bool,
+) -> RefreshOutcome | None:
+    if _refreshed_since(current, seen):
+        return RefreshOutcome.SKIPPED  # another worker refreshed since the caller looked
+    if force or retry_now or current.needs_refresh(margin, urgent=True):
+        # Due. Only if the caller saw it too, and so took a rate-limit slot before the lock.
+        return None if call else RefreshOutcome.SKIPPED
+    if current.expires_within(margin):  # due, but a failed refresh waits for its retry
+        return RefreshOutcome.WAITING_FOR_RETRY
+    return RefreshOutcome.SKIPPED
+
+
+@sensitive_variables("refresh_token")
+def _call_lexware(
+    current: LexofficeConnection, mark_issued: Callable[[bool], None]
+) -> LexofficeError | None:
+    """POST the refresh grant and store what came back; return the failure, if any."""
+    refresh_token = current.refresh_token
+    if not refresh_token:
+        return _mark_reauthorization_required(current, "no refresh token stored")
+    try:
+        response = post_form(
+            lexoffice_settings.TOKEN_URL,
+            {"grant_type": "refresh_token", "refresh_token": refresh_token},
+            paced=True,
+        )
+    except requests.RequestException as exc:
+        return _record_transient(current, None, f"{type(exc).__name__}: no response")
+    return _handle_refresh_response(current, response, mark_issued)
+
+
+@sensitive_variables("data", "grant")
 def _handle_refresh_response(
-    current: LexofficeConnection, response: requests.Response
-) -> Exception | None:
+    current: LexofficeConnection,
+    response: requests.Response,
+    mark_issued: Callable[[bool], None],
+) -> LexofficeError | None:
     status = response.status_code
     data = _json_or_none(response)
-    if status == 200 and isinstance(data, dict) and _valid_token_payload(data):
-        current.set_tokens(data["access_token"], data.get("refresh_token"), data["expires_in"])
-        current.save()
-        logger.info("Refreshed lexoffice connection %s", current.pk)
-        return None
+    if status == 200 and isinstance(data, dict) and data.keys() & {"access_token", "refresh_token"}:
+        mark_issued(True)
+        return _store_grant(current, data)
     code = error_code(data)
     detail = describe_response(response)
     if code == "invalid_grant":
@@ -158,30 +331,85 @@ def _handle_refresh_response(
     return _record_transient(current, status, detail)
 
 
+@sensitive_variables("data", "grant")
+def _store_grant(current: LexofficeConnection, data: dict[str, Any]) -> LexofficeError | None:
+    """Store a 200 answer. Lexware has rotated: a well-formed new refresh token is always
+    kept, whatever is wrong with the rest."""
+    grant = parse_token_response(data)
+    problems = "; ".join(grant.problems)
+    if grant.refresh_token_refused:
+        return _mark_reauthorization_required(
+            current, f"refresh answered HTTP 200 with {problems}", 200
+        )
+    if grant.access_token is None:
+        # Keep the old access token (it may work until it expires); never lose a new
+        # refresh token.
+        kept = "tokens kept"
+        if grant.refresh_token:
+            current.refresh_token = grant.refresh_token
+            kept = "the new refresh token was stored"
+        failure = _record_transient(
+            current, 200, f"HTTP 200 with {problems}", kept=kept, save=False
+        )
+        current.save()
+        return failure
+    current.set_tokens(grant.access_token, grant.refresh_token, grant.expires_in)
+    current.save()
+    if problems:
+        logger.warning("lexoffice connection %s: refresh answered with %s", current.pk, problems)
+    logger.info("Refreshed lexoffice connection %s", current.pk)
+    return None
+
+
+def _not_stored(pk: Any, exc: DatabaseError) -> ReauthorizationRequired:
+    """Lexware rotated the tokens, but the database refused the new pair: the stored
+    refresh token is dead. Say so loudly and record it where the row can still be written."""
+    reason = (
+        f"Lexware issued new tokens but storing them failed ({type(exc).__name__}); "
+        "the old refresh token is no longer valid: the user must reconnect."
+    )
+    logger.error("lexoffice connection %s: %s", pk, reason)
+    try:
+        with transaction.atomic():
+            row = LexofficeConnection.objects.select_for_update().filter(pk=pk).first()
+            if row is not None:
+                _mark_reauthorization_required(row, reason)
+    except DatabaseError:
+        logger.exception("lexoffice connection %s: could not record the lost tokens either", pk)
+    return ReauthorizationRequired(reason, body=reason)
+
+
 def _record_transient(
-    current: LexofficeConnection, status: int | None, detail: str
+    current: LexofficeConnection,
+    status: int | None,
+    detail: str,
+    *,
+    kept: str = "tokens kept",
+    save: bool = True,
 ) -> TransientRefreshError:
     _record_error(current, f"refresh failed: {detail}")
     current.consecutive_failures += 1
     current.next_attempt_at = timezone.now() + backoff_delay(current.consecutive_failures)
-    current.save(
-        update_fields=[
-            "last_error",
-            "last_error_at",
-            "consecutive_failures",
-            "next_attempt_at",
-            "updated_at",
-        ]
-    )
+    if save:
+        current.save(
+            update_fields=[
+                "last_error",
+                "last_error_at",
+                "consecutive_failures",
+                "next_attempt_at",
+                "updated_at",
+            ]
+        )
     logger.warning(
-        "Refreshing lexoffice connection %s failed (%s); tokens kept, next attempt after %s",
+        "Refreshing lexoffice connection %s failed (%s); %s, next attempt after %s",
         current.pk,
         detail,
+        kept,
         current.next_attempt_at.isoformat(),
     )
     return TransientRefreshError(
-        f"Lexware could not refresh the tokens right now ({detail}); they were kept and "
-        "the refresh will be retried.",
+        f"Lexware could not refresh the tokens right now ({detail}); {kept} and the refresh "
+        "will be retried.",
         status=status,
         body=detail,
     )
@@ -209,27 +437,103 @@ def _record_error(current: LexofficeConnection, message: str) -> None:
     current.last_error_at = timezone.now()
 
 
+# -- revocation --------------------------------------------------------------------------------
+
+
+def revoke(connection: LexofficeConnection) -> bool:
+    """Revoke the grant at Lexware (RFC 7009) and clear the local tokens.
+
+    The connection ends ``revoked`` with no token stored whatever Lexware answers, in a
+    transaction of its own; returns ``True`` when Lexware confirmed (HTTP 200) or there was
+    nothing to revoke, ``False`` when it could not be reached or refused (recorded in
+    ``last_error``).
+    """
+    slot_error = _take_revoke_slot()
+
+    def locked_revoke() -> tuple[LexofficeConnection, bool]:
+        with transaction.atomic(), lock_timeout(connection.pk):
+            current = LexofficeConnection.objects.select_for_update().filter(pk=connection.pk)
+            row = current.first() or connection
+            row.last_error = ""
+            row.last_error_at = None
+            confirmed = revoke_at_lexware(row, slot_error=slot_error)
+            row.access_token = ""
+            row.refresh_token = ""
+            row.expires_at = None
+            row.status = LexofficeConnection.Status.REVOKED
+            row.next_attempt_at = None
+            if row.pk is not None:
+                row.save()
+        return row, confirmed
+
+    row, confirmed = run_committed(locked_revoke)
+    _copy_state(row, connection)
+    connection_revoked.send(
+        sender=LexofficeConnection,
+        connection=connection,
+        revoked_at_lexware=confirmed,
+        ended_in_lexoffice=False,
+    )
+    return confirmed
+
+
+def revoke_before_delete(connection: LexofficeConnection) -> bool:
+    """Revoke a connection's grant at Lexware as its row is deleted; send
+    ``connection_revoked`` (with ``deleted=True``).
+
+    Runs in the deleting transaction: the row lock makes it wait for a refresh in flight,
+    then revokes the refresh token that refresh stored, never a stale one.
+    """
+    if connection.status == LexofficeConnection.Status.REVOKED:
+        return True  # nothing to revoke (a reconnect would have made it active again)
+    slot_error = _take_revoke_slot()
+    with transaction.atomic():
+        current = LexofficeConnection.objects.select_for_update().filter(pk=connection.pk)
+        row = current.first() or connection
+        if row.status == LexofficeConnection.Status.REVOKED:
+            return True
+        confirmed = revoke_at_lexware(row, slot_error=slot_error)
+    if not confirmed:
+        logger.warning(
+            "lexoffice connection %s was deleted, but Lexware could not confirm the revocation; "
+            "the user can end it in lexoffice's settings.",
+            connection.pk,
+        )
+    connection_revoked.send(
+        sender=LexofficeConnection,
+        connection=row,
+        revoked_at_lexware=confirmed,
+        ended_in_lexoffice=False,
+        deleted=True,
+    )
+    return confirmed
+
+
+def _take_revoke_slot() -> str:
+    """Take the revocation's rate-limit slot before any row lock; "" or why it could not."""
+    try:
+        take_slots()
+    except (RateLimitTimeout, RateLimitUnavailable) as exc:
+        return f"revoke not sent: {exc}"
+    return ""
+
+
 @sensitive_variables("token")
-def revoke_at_lexware(connection: LexofficeConnection) -> bool:
+def revoke_at_lexware(connection: LexofficeConnection, *, slot_error: str | None = None) -> bool:
     """POST the connection's refresh token to Lexware's revocation endpoint (RFC 7009).
 
-    Returns ``True`` when Lexware answered 200 (or there was nothing to revoke).
-    Never raises for network errors: the outcome is recorded on ``connection.last_error``
-    (not saved) and logged.
+    Returns ``True`` when Lexware answered 200 (or there was nothing to revoke). Never
+    raises for network errors: the outcome is recorded on ``connection.last_error``
+    (not saved) and logged. ``slot_error`` is for callers that took the rate-limit slot
+    already ("" when they got one).
     """
     token = connection.refresh_token or connection.access_token
     if not token:
         return True
-    error = ""
-    try:
-        response = post_form(lexoffice_settings.REVOKE_URL, {"token": token})
-    except requests.RequestException as exc:
-        error = f"revoke failed: {type(exc).__name__}: no response"
-    except LexofficeConfigurationError as exc:
-        error = f"revoke not sent: {exc}"
+    if slot_error is None:
+        error = revoke_token(token)
     else:
-        if response.status_code != 200:
-            error = f"revoke answered {describe_response(response)}"
+        error = slot_error or revoke_token(token, paced=True)
     if error:
         _record_error(connection, error)
         logger.warning(
@@ -237,37 +541,6 @@ def revoke_at_lexware(connection: LexofficeConnection) -> bool:
         )
         return False
     return True
-
-
-def revoke(connection: LexofficeConnection) -> bool:
-    """Revoke the grant at Lexware (RFC 7009) and clear the local tokens.
-
-    The connection ends ``revoked`` with no token stored whatever Lexware
-    answers; returns ``True`` when Lexware confirmed (HTTP 200), ``False`` when
-    it could not be reached or refused (recorded in ``last_error``).
-    """
-    with transaction.atomic():
-        current = LexofficeConnection.objects.select_for_update().filter(pk=connection.pk).first()
-        if current is None:
-            current = connection
-        current.last_error = ""
-        current.last_error_at = None
-        confirmed = revoke_at_lexware(current)
-        current.access_token = ""
-        current.refresh_token = ""
-        current.expires_at = None
-        current.status = LexofficeConnection.Status.REVOKED
-        current.next_attempt_at = None
-        if current.pk is not None:
-            current.save()
-    _copy_state(current, connection)
-    connection_revoked.send(
-        sender=LexofficeConnection,
-        connection=current,
-        revoked_at_lexware=confirmed,
-        ended_in_lexoffice=False,
-    )
-    return confirmed
 
 
 def _copy_state(source: LexofficeConnection, target: LexofficeConnection) -> None:
@@ -285,22 +558,6 @@ def _json_or_none(response: requests.Response) -> Any:
         return None
 
 
-def _valid_token_payload(data: dict[str, Any]) -> bool:
-    access_token = data.get("access_token")
-    refresh_token = data.get("refresh_token")
-    expires_in = data.get("expires_in")
-    return (
-        isinstance(access_token, str)
-        and 0 < len(access_token) <= 8192
-        and (
-            refresh_token is None or (isinstance(refresh_token, str) and len(refresh_token) <= 8192)
-        )
-        and isinstance(expires_in, (int, float))
-        and not isinstance(expires_in, bool)
-        and 0 < expires_in <= 10 * 365 * 86400
-    )
-
-
 # -- Ended inside lexoffice (webhook ``token.revoked``) ----------------------------------------
 
 
@@ -316,7 +573,7 @@ def end_from_lexware(connection: LexofficeConnection, *, event_date: datetime) -
     ``/oauth2/revoke``: Lexware already revoked the grant. Returns whether it ended it.
     Call it inside a transaction (the webhook view does); the signal waits for its commit.
     """
-    with transaction.atomic():
+    with transaction.atomic(), lock_timeout(connection.pk):
         current = LexofficeConnection.objects.select_for_update().filter(pk=connection.pk).first()
         if current is None or current.status == LexofficeConnection.Status.REVOKED:
             return False

@@ -35,13 +35,13 @@ from social_django.utils import load_backend, load_strategy
 
 from . import tokens
 from .backends import LexofficeOAuth2
+from .conf import BACKEND_PATH
 from .conf import settings as lexoffice_settings
-from .exceptions import LexofficeConfigurationError
+from .exceptions import LexofficeConfigurationError, LexofficeError
 from .models import LexofficeConnection
 
 logger = logging.getLogger(__name__)
 
-BACKEND_PATH = f"{LexofficeOAuth2.__module__}.{LexofficeOAuth2.__qualname__}"
 #: Session key of the validated ``next`` URL, stored before leaving for Lexware.
 NEXT_SESSION_KEY = "lexoffice_next"
 # do_complete() must not pick a redirect target of its own from the session.
@@ -58,6 +58,7 @@ CALLBACK_FAILURES: dict[str, int] = {
     "lexware_error": 502,
     "lexware_unreachable": 502,
     "configuration": 503,
+    "busy": 503,
     "incomplete": 400,
     "server_error": 500,
 }
@@ -132,12 +133,15 @@ def _classify(exc: Exception) -> str:
         return "configuration"
     if isinstance(exc, requests.RequestException):
         return "lexware_unreachable"
+    if isinstance(exc, LexofficeError):  # the shared rate limit is busy or its cache is down
+        return "busy"
     return "lexware_error"
 
 
 @never_cache
 @login_not_required
 @require_GET
+@transaction.non_atomic_requests  # the pipeline has its own transaction; tokens commit on their own
 @sensitive_variables("backend", "result")
 def callback(request: HttpRequest) -> HttpResponse:
     """Lexware's redirect back: state first, then ``error``, then the code exchange.
@@ -154,7 +158,7 @@ def callback(request: HttpRequest) -> HttpResponse:
         # association was created must not leave them behind without a connection.
         with transaction.atomic():
             result = do_complete(backend, _do_login, user=user, redirect_name=_UNUSED_REDIRECT_NAME)
-    except (SocialAuthBaseException, LexofficeConfigurationError, requests.RequestException) as exc:
+    except (SocialAuthBaseException, LexofficeError, requests.RequestException) as exc:
         reason = _classify(exc)
         log = logger.info if reason in {"access_denied", "state"} else logger.warning
         log("lexoffice callback failed: %s (%s)", reason, type(exc).__name__)
@@ -209,6 +213,7 @@ def connections(request: HttpRequest) -> HttpResponse:
 @login_required
 @csrf_protect
 @require_POST
+@transaction.non_atomic_requests  # revoking commits on its own
 def disconnect(request: HttpRequest, pk: int) -> HttpResponse:
     """Revoke one of the user's own connections at Lexware and clear its tokens."""
     connection = get_object_or_404(LexofficeConnection, pk=pk, user=_user(request))

@@ -1,8 +1,14 @@
 """A worker process for the PostgreSQL concurrency tests.
 
-``python -m tests.refresh_worker PK ROUNDS SIGNAL_DIR``: for each round, wait for
-the parent's ``go-N`` file, then refresh connection PK through
-``django_lexoffice.tokens.refresh`` and write the outcome to ``done-N-PID``.
+``python -m tests.refresh_worker PK ROUNDS SIGNAL_DIR [MODE]``: for each round, wait for
+the parent's ``go-N`` file, then act on connection PK and write the outcome to
+``done-N-PID``. Modes:
+
+* ``due`` (default): ``tokens.refresh`` of a connection the worker did not load;
+* ``force``: ``tokens.refresh(force=True)`` of a copy loaded *before* the go signal, as
+  a client does after a 401 with the token it sent;
+* ``view``: a GET of a view that calls the API through ``LexofficeClient`` and then
+  fails, in a site with ``ATOMIC_REQUESTS = True`` (the outcome is the HTTP status).
 """
 
 from __future__ import annotations
@@ -19,26 +25,46 @@ def main() -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings_worker")
     django.setup()
     from django.db import connection as db_connection
+    from django.test import Client
 
     from django_lexoffice import tokens
     from django_lexoffice.exceptions import LexofficeError
     from django_lexoffice.models import LexofficeConnection
 
     pk, rounds, signal_dir = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
+    mode = sys.argv[4] if len(sys.argv) > 4 else "due"
     (signal_dir / f"ready-{os.getpid()}").write_text("ready")
     for round_number in range(rounds):
         go = signal_dir / f"go-{round_number}"
+        loaded = None
         deadline = time.monotonic() + 60
         while not go.exists():
             if time.monotonic() > deadline:
                 return 3
+            if (
+                mode == "force"
+                and loaded is None
+                and (signal_dir / f"load-{round_number}").exists()
+            ):
+                loaded = LexofficeConnection.objects.get(pk=pk)
+                db_connection.close()
+                (signal_dir / f"loaded-{round_number}-{os.getpid()}").write_text("loaded")
             time.sleep(0.001)
         try:
-            outcome = tokens.refresh(LexofficeConnection(pk=pk)).outcome.value
+            if mode == "view":
+                response = Client(raise_request_exception=False).get(f"/test/api-then-fail/{pk}/")
+                outcome = str(response.status_code)
+            elif mode == "force":
+                outcome = tokens.refresh(loaded, force=True).outcome.value
+            else:
+                outcome = tokens.refresh(LexofficeConnection(pk=pk)).outcome.value
         except LexofficeError as exc:
             outcome = type(exc).__name__
         db_connection.close()
-        (signal_dir / f"done-{round_number}-{os.getpid()}").write_text(outcome)
+        # Written under another name, then renamed: the parent never reads half a file.
+        partial = signal_dir / f"partial-{round_number}-{os.getpid()}"
+        partial.write_text(outcome)
+        partial.rename(signal_dir / f"done-{round_number}-{os.getpid()}")
     return 0
 
 

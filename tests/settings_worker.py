@@ -11,3 +11,6 @@ from tests.settings import *  # noqa: F403
 DATABASES["default"]["NAME"] = os.environ["LEXOFFICE_WORKER_DB_NAME"]  # noqa: F405
 LEXOFFICE_AUTH_BASE_URL = os.environ["LEXOFFICE_WORKER_FAKE_URL"]
 LEXOFFICE_API_BASE_URL = os.environ["LEXOFFICE_WORKER_FAKE_URL"]
+
+# The "view" mode of tests.refresh_worker runs a view the way most production sites do.
+DATABASES["default"]["ATOMIC_REQUESTS"] = True  # noqa: F405

@@ -105,6 +105,44 @@ def test_w105_debug_logging_of_http_requests():
         logger.setLevel(old)
 
 
+def _redis_cache(options):
+    return {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "ratelimit": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:6379/15",
+            "OPTIONS": options,
+        },
+    }
+
+
+@override_settings(
+    LEXOFFICE_REDIRECT_URI="https://example.com/cb/",
+    LEXOFFICE_RATE_LIMIT_CACHE="ratelimit",
+    CACHES=_redis_cache({}),
+)
+def test_w106_rate_limit_on_redis_without_socket_timeouts():
+    (warning,) = check_deploy()
+    assert warning.id == "lexoffice.W106" and "'ratelimit'" in warning.msg
+    assert "socket_timeout" in warning.hint
+
+
+@override_settings(
+    LEXOFFICE_REDIRECT_URI="https://example.com/cb/",
+    LEXOFFICE_RATE_LIMIT_CACHE="ratelimit",
+    CACHES=_redis_cache({"socket_connect_timeout": 2, "socket_timeout": 2}),
+)
+def test_w106_not_raised_with_socket_timeouts():
+    assert check_deploy() == []
+
+
+def test_backend_path_names_the_backend_class():
+    from django_lexoffice.backends import LexofficeOAuth2
+    from django_lexoffice.conf import BACKEND_PATH
+
+    assert BACKEND_PATH == f"{LexofficeOAuth2.__module__}.{LexofficeOAuth2.__qualname__}"
+
+
 @pytest.mark.django_db
 def test_deploy_checks_run_with_check_deploy():
     with pytest.raises(SystemCheckError, match=r"lexoffice\.W103"):

@@ -145,7 +145,36 @@ def test_bad_arguments(args, message):
 def test_revoked_and_backing_off_connections_are_left_alone(rsps, make_connection):
     make_connection(organization_id="r", status="revoked", expires_at=in_(1))
     make_connection(organization_id="b", expires_at=in_(1), next_attempt_at=in_(600))
-    assert run() == ("No connections need refreshing.\n", "", 0)
+    out, err, code = run()
+    assert (err, code) == ("", 0)
+    assert out.startswith("1 waiting to retry after a failure; next attempt ")
+    assert len(rsps.calls) == 0
+
+
+def test_connections_waiting_to_retry_are_reported_never_hidden(rsps, make_connection):
+    from django.utils.formats import date_format
+
+    waiting = make_connection(organization_id="b", expires_at=in_(1), next_attempt_at=in_(600))
+    clock = date_format(timezone.localtime(waiting.next_attempt_at), "H:i")
+    out, err, code = run("-v", "2")
+    assert (err, code) == ("", 0)
+    assert out == (
+        f"Waiting to retry Testfirma GmbH (#{waiting.pk}) after a failure; next attempt {clock}\n"
+        f"1 waiting to retry after a failure; next attempt {clock} (--retry-now retries at once).\n"
+    )
+
+
+def test_retry_now_retries_connections_waiting_for_their_retry(rsps, make_connection):
+    waiting = make_connection(organization_id="b", expires_at=in_(1), next_attempt_at=in_(600))
+    add_refresh(rsps)
+    out, err, code = run("--retry-now")
+    assert (out, err, code) == (
+        "Refreshed 1, skipped 0, failed 0, re-authorization required 0.\n",
+        "",
+        0,
+    )
+    waiting.refresh_from_db()
+    assert waiting.next_attempt_at is None and waiting.expires_at > in_(3600)
 
 
 def test_batches_visit_every_row_once(rsps, make_connection):
@@ -175,8 +204,8 @@ def test_queries_per_connection_stay_flat(rsps, make_connection, django_assert_m
     for i in range(20):
         make_connection(organization_id=f"o{i}", expires_at=in_(i))
     # Per refreshed row: savepoint, SELECT ... FOR UPDATE, UPDATE, release; plus a
-    # few page queries for the whole run.
-    with django_assert_max_num_queries(20 * 4 + 4):
+    # few page queries and one count of the connections waiting for a retry for the run.
+    with django_assert_max_num_queries(20 * 4 + 5):
         assert refresh_due_connections(batch_size=10).refreshed == 20
 
 

@@ -170,3 +170,117 @@ def test_sec14_overlapping_command_runs_refresh_each_connection_once(
     for connection in connections:
         connection.refresh_from_db()
         assert fake.is_refresh_token_valid(connection.refresh_token)
+
+
+def start_workers(connection, live_server, tmp_path, mode, rounds=1):
+    return [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.refresh_worker",
+                str(connection.pk),
+                str(rounds),
+                str(tmp_path),
+                mode,
+            ],
+            env=worker_env(live_server),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(WORKERS)
+    ]
+
+
+def finish(processes):
+    for process in processes:
+        try:
+            _, err = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+        assert process.returncode == 0, err
+
+
+def test_sec14_forced_refreshes_with_the_same_seen_token_make_one_refresh(
+    transactional_db, live_server, fake, user, tmp_path
+):
+    """Eight workers got a 401 with the same token (or were told force=True): one refresh."""
+    connection = granted_connection(fake, user)
+    processes = start_workers(connection, live_server, tmp_path, "force", rounds=ROUNDS)
+    try:
+        wait_for("ready-*", tmp_path, WORKERS)
+        for round_number in range(ROUNDS):
+            before = fake.count("refresh")
+            (tmp_path / f"load-{round_number}").write_text("load")
+            wait_for(f"loaded-{round_number}-*", tmp_path, WORKERS)
+            (tmp_path / f"go-{round_number}").write_text("go")
+            done = wait_for(f"done-{round_number}-*", tmp_path, WORKERS)
+            outcomes = sorted(path.read_text() for path in done)
+            assert outcomes == ["refreshed"] + ["skipped"] * (WORKERS - 1), outcomes
+            assert fake.count("refresh") == before + 1
+        connection.refresh_from_db()
+        assert fake.is_refresh_token_valid(connection.refresh_token)
+        assert fake.is_access_token_valid(connection.access_token)
+    finally:
+        finish(processes)
+
+
+def test_sec14_refresh_in_a_failing_atomic_request_keeps_the_rotated_tokens(
+    transactional_db, live_server, fake, user, tmp_path
+):
+    """Views under ATOMIC_REQUESTS = True in four processes use the API and then fail: the
+    refresh the first one made is committed, the others reuse it, the connection lives."""
+    connection = granted_connection(fake, user)
+    processes = start_workers(connection, live_server, tmp_path, "view")
+    try:
+        wait_for("ready-*", tmp_path, WORKERS)
+        (tmp_path / "go-0").write_text("go")
+        done = wait_for("done-0-*", tmp_path, WORKERS)
+        assert sorted(path.read_text() for path in done) == ["500"] * WORKERS
+    finally:
+        finish(processes)
+    assert fake.count("refresh") == 1
+    connection.refresh_from_db()
+    assert connection.status == "active"
+    assert fake.is_refresh_token_valid(connection.refresh_token)
+    assert fake.is_access_token_valid(connection.access_token)
+
+
+def test_refresh_inside_the_callers_transaction_commits_on_its_own(
+    transactional_db, live_server, fake, user
+):
+    from django.db import transaction
+    from django.test import override_settings
+
+    from django_lexoffice import tokens
+
+    connection = granted_connection(fake, user)
+    with override_settings(
+        LEXOFFICE_AUTH_BASE_URL=f"{live_server.url}/fake-lexware",
+        LEXOFFICE_API_BASE_URL=f"{live_server.url}/fake-lexware",
+    ):
+        with pytest.raises(RuntimeError), transaction.atomic():
+            tokens.refresh(connection)
+            raise RuntimeError("the caller's transaction fails after the refresh")
+    row = LexofficeConnection.objects.get(pk=connection.pk)
+    assert row.refresh_token == connection.refresh_token
+    assert fake.is_refresh_token_valid(row.refresh_token)
+
+
+def test_refresh_waiting_on_a_row_the_callers_transaction_locked_fails_clearly(
+    transactional_db, user, fake, monkeypatch
+):
+    from django.db import transaction
+
+    from django_lexoffice import isolation, tokens
+    from django_lexoffice.exceptions import ConnectionBusy
+
+    connection = granted_connection(fake, user)
+    monkeypatch.setattr(isolation, "lock_timeout_seconds", lambda: 0.5)
+    with transaction.atomic():
+        LexofficeConnection.objects.select_for_update().get(pk=connection.pk)
+        with pytest.raises(ConnectionBusy, match="caller's own transaction"):
+            tokens.refresh(connection)

@@ -55,11 +55,9 @@ def test_refresh_connection_outcomes(eager, fake_lexware, user):
     connection = granted(fake_lexware, user)
     assert tasks.refresh_connection.delay(connection.pk).get() == "refreshed"
     assert tasks.refresh_connection.delay(connection.pk).get() == "skipped"
-    assert tasks.refresh_connection.delay(999999).get() == "skipped"
+    assert tasks.refresh_connection.delay(999999).get() == "not_active"
     fake_lexware.inject("refresh", "server_error", status=503)
-    assert (
-        tasks.refresh_connection.delay(connection.pk, margin=10**6).get() == "TransientRefreshError"
-    )
+    assert tasks.refresh_connection.delay(connection.pk, margin=10**6).get() == "transient_failure"
     connection.refresh_from_db()
     assert connection.consecutive_failures == 1
 

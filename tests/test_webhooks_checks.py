@@ -1,4 +1,4 @@
-"""System checks for the webhook settings (lexoffice.E008, E009, W106, W107)."""
+"""System checks for the webhook settings (lexoffice.E008, E009, W107, W108)."""
 
 from __future__ import annotations
 
@@ -73,9 +73,9 @@ def test_every_documented_event_type_passes():
 
 
 @override_settings(LEXOFFICE_WEBHOOK_EVENTS=["token.revoked", "invoice.created"])
-def test_w107_events_configured_without_url():
+def test_w108_events_configured_without_url():
     messages = check_settings()
-    assert ids(messages) == ["lexoffice.W107"]
+    assert ids(messages) == ["lexoffice.W108"]
     assert "LEXOFFICE_WEBHOOK_URL" in messages[0].hint
 
 
@@ -88,15 +88,15 @@ def test_w107_events_configured_without_url():
         "https://example.com/lexoffice/hooks/",
     ],
 )
-def test_w106_webhook_url_not_https_or_not_our_path(url):
+def test_w107_webhook_url_not_https_or_not_our_path(url):
     with override_settings(LEXOFFICE_REDIRECT_URI=REDIRECT, LEXOFFICE_WEBHOOK_URL=url):
-        assert ids(check_deploy()) == ["lexoffice.W106"]
+        assert ids(check_deploy()) == ["lexoffice.W107"]
 
 
 @override_settings(
     LEXOFFICE_REDIRECT_URI=REDIRECT, LEXOFFICE_WEBHOOK_URL="https://example.com/lexoffice/webhook/"
 )
-def test_w106_not_for_the_right_url():
+def test_w107_not_for_the_right_url():
     assert check_deploy() == []
 
 

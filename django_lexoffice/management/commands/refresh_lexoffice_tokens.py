@@ -8,15 +8,29 @@ when any refresh failed (so cron alerts).
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
+from django.utils.formats import date_format
 
-from ...batch import refresh_due_connections
+from ...batch import WOULD_REFRESH, RefreshSummary, refresh_due_connections, waiting_for_retry
 from ...conf import settings as lexoffice_settings
 from ...models import LexofficeConnection
 from ...renewal import send_reauthorization_due
+from ...tokens import RefreshOutcome
+
+#: The ``-v 2`` line for each outcome ("{label}" is the company and row id).
+OUTCOME_LINES: dict[str, str] = {
+    WOULD_REFRESH: "Would refresh {label}",
+    RefreshOutcome.REFRESHED: "Refreshed {label}",
+    RefreshOutcome.SKIPPED: "Skipped {label}: already fresh or in use by another run",
+    RefreshOutcome.WAITING_FOR_RETRY: "Skipped {label}: waiting to retry after a failure",
+    RefreshOutcome.NOT_ACTIVE: "Skipped {label}: no longer active",
+    RefreshOutcome.REAUTHORIZATION_REQUIRED: "{label} needs re-authorization by its user",
+}
 
 
 class Command(BaseCommand):
@@ -35,6 +49,11 @@ class Command(BaseCommand):
             "(default: LEXOFFICE_REFRESH_MARGIN, 300).",
         )
         parser.add_argument("--force", action="store_true", help="Refresh every active connection.")
+        parser.add_argument(
+            "--retry-now",
+            action="store_true",
+            help="Also retry, at once, connections whose failed refresh waits for its retry.",
+        )
         parser.add_argument("--user", metavar="USERNAME", help="Only this user's connections.")
         parser.add_argument(
             "--organization", metavar="ORGANIZATION_ID", help="Only this lexoffice organization."
@@ -51,6 +70,7 @@ class Command(BaseCommand):
         *,
         margin: int | None,
         force: bool,
+        retry_now: bool,
         user: str | None,
         organization: str | None,
         dry_run: bool,
@@ -70,21 +90,17 @@ class Command(BaseCommand):
             label = f"{connection.company_name or connection.organization_id} (#{connection.pk})"
             if progress is not None:
                 progress.update(1)
-            if outcome == "failed":
+            if outcome in OUTCOME_LINES:
+                if verbosity >= 2:
+                    self.stdout.write(OUTCOME_LINES[outcome].format(label=label))
+            else:
                 self.stderr.write(f"Failed to refresh {label}: {detail}")
-            elif verbosity >= 2:
-                message = {
-                    "would_refresh": f"Would refresh {label}",
-                    "refreshed": f"Refreshed {label}",
-                    "skipped": f"Skipped {label}: already fresh or in use by another run",
-                    "reauthorization_required": f"{label} needs re-authorization by its user",
-                }[outcome]
-                self.stdout.write(message)
 
         try:
             summary = refresh_due_connections(
                 margin=margin,
                 force=force,
+                retry_now=retry_now,
                 user=user_obj,
                 organization_id=organization,
                 dry_run=dry_run,
@@ -94,24 +110,23 @@ class Command(BaseCommand):
         finally:
             if progress is not None:
                 progress.close()
-
+        if summary.waiting and verbosity >= 2:
+            waiting = waiting_for_retry(
+                margin=margin, user=user_obj, organization_id=organization
+            ).only("pk", "company_name", "organization_id", "next_attempt_at")
+            for connection in waiting.iterator():
+                label = (
+                    f"{connection.company_name or connection.organization_id} (#{connection.pk})"
+                )
+                self.stdout.write(
+                    f"Waiting to retry {label} after a failure; next attempt "
+                    f"{_clock(connection.next_attempt_at)}"
+                )
+        self._write_summary(summary, dry_run=dry_run)
         if not dry_run:
             self._remind_renewals(verbosity)
         if dry_run:
-            count = summary.would_refresh
-            self.stdout.write(
-                f"Would refresh {count} connection{'s' if count != 1 else ''}."
-                if count
-                else "No connections need refreshing."
-            )
             return
-        if summary.total == 0:
-            self.stdout.write("No connections need refreshing.")
-            return
-        self.stdout.write(
-            f"Refreshed {summary.refreshed}, skipped {summary.skipped}, failed {summary.failed}, "
-            f"re-authorization required {summary.reauthorization_required}."
-        )
         if summary.aborted:
             raise CommandError(f"Stopped: {summary.aborted}", returncode=1)
         if summary.failed:
@@ -119,6 +134,36 @@ class Command(BaseCommand):
                 f"{summary.failed} refresh{'es' if summary.failed != 1 else ''} failed.",
                 returncode=1,
             )
+
+    def _write_summary(self, summary: RefreshSummary, *, dry_run: bool) -> None:
+        if dry_run:
+            count = summary.would_refresh
+            line = (
+                f"Would refresh {count} connection{'s' if count != 1 else ''}."
+                if count
+                else "No connections need refreshing."
+            )
+        elif summary.total == 0:
+            line = "No connections need refreshing." if not summary.waiting else ""
+        else:
+            line = (
+                f"Refreshed {summary.refreshed}, skipped {summary.skipped}, "
+                f"failed {summary.failed}, "
+                f"re-authorization required {summary.reauthorization_required}."
+            )
+        if summary.waiting:
+            # Never hide a due connection: a failed refresh waits for its retry.
+            when = (
+                date_format(timezone.localtime(summary.next_retry_at), "H:i")
+                if summary.next_retry_at
+                else "soon"
+            )
+            waiting = (
+                f"{summary.waiting} waiting to retry after a failure; next attempt {when} "
+                "(--retry-now retries at once)."
+            )
+            line = f"{line} {waiting}" if line else waiting[0].upper() + waiting[1:]
+        self.stdout.write(line)
 
     # -- the two-year renewal (issue 15): kept apart from the refresh run --------------------
 
@@ -157,3 +202,8 @@ class Command(BaseCommand):
         return tqdm(
             desc="Refreshing lexoffice tokens", unit="connection", leave=False, file=sys.stderr
         )
+
+
+def _clock(moment: datetime | None) -> str:
+    """A time of day in the site's time zone ("14:05"), or "soon"."""
+    return date_format(timezone.localtime(moment), "H:i") if moment else "soon"
