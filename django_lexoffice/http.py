@@ -55,7 +55,7 @@ def _is_loopback(host: str | None) -> bool:
         return False
 
 
-@sensitive_variables("data", "secret", "auth")
+@sensitive_variables()  # form data and client credentials, also in the frames below
 def post_form(url: str, data: dict[str, str]) -> requests.Response:
     """POST ``data`` form-encoded to Lexware's authorization server with client auth."""
     require_secure_url(url)

@@ -65,7 +65,7 @@ def backoff_delay(failures: int) -> timedelta:
     return timedelta(seconds=min(seconds, BACKOFF_MAX_SECONDS))
 
 
-@sensitive_variables("refresh_token")
+@sensitive_variables()  # tokens, and every frame below, hidden from error reports
 def refresh(
     connection: LexofficeConnection,
     *,
@@ -130,7 +130,7 @@ def refresh(
     return RefreshResult(RefreshOutcome.REFRESHED, current)
 
 
-@sensitive_variables("data")
+@sensitive_variables()
 def _handle_refresh_response(
     current: LexofficeConnection, response: requests.Response
 ) -> Exception | None:
@@ -209,7 +209,7 @@ def _record_error(current: LexofficeConnection, message: str) -> None:
     current.last_error_at = timezone.now()
 
 
-@sensitive_variables("token")
+@sensitive_variables()
 def revoke_at_lexware(connection: LexofficeConnection) -> bool:
     """POST the connection's refresh token to Lexware's revocation endpoint (RFC 7009).
 
@@ -239,6 +239,7 @@ def revoke_at_lexware(connection: LexofficeConnection) -> bool:
     return True
 
 
+@sensitive_variables()
 def revoke(connection: LexofficeConnection) -> bool:
     """Revoke the grant at Lexware (RFC 7009) and clear the local tokens.
 
