@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -11,7 +12,8 @@ from django.contrib.auth import REDIRECT_FIELD_NAME
 from django.contrib.auth import login as auth_login
 from django.contrib.auth.decorators import login_not_required, login_required
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.core.exceptions import SuspiciousOperation
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -59,6 +61,7 @@ CALLBACK_FAILURES: dict[str, int] = {
     "lexware_unreachable": 502,
     "configuration": 503,
     "incomplete": 400,
+    "bad_request": 400,
     "server_error": 500,
 }
 
@@ -135,21 +138,63 @@ def _classify(exc: Exception) -> str:
     return "lexware_error"
 
 
+def _forget_query_afterwards(view: Any) -> Any:
+    """After ``view``, drop the request's query string (it holds code and state).
+
+    Everything that looks at the request after the view - Django's ``django.request``
+    logger, error e-mails to ``ADMINS`` (``AdminEmailHandler``), error reports, a
+    request's ``repr`` in a traceback - then sees the path only.
+    """
+
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        try:
+            response: HttpResponse = view(request, *args, **kwargs)
+        finally:
+            _forget_query(request)
+        return response
+
+    return wrapper
+
+
+def _forget_query(request: HttpRequest) -> None:
+    query = request.META.get("QUERY_STRING", "")
+    if not query:
+        return
+    # A copy: the WSGI environ itself stays as the server handed it over.
+    request.META = {
+        key: value.replace(f"?{query}", "").replace(query, "") if isinstance(value, str) else value
+        for key, value in request.META.items()
+    }
+    request.GET = QueryDict()  # type: ignore[assignment]
+
+
+@_forget_query_afterwards
 @never_cache
 @login_not_required
 @require_GET
-@sensitive_variables("backend", "result")
+@sensitive_variables()  # the request's URL holds code and state; tokens pass below
 def callback(request: HttpRequest) -> HttpResponse:
     """Lexware's redirect back: state first, then ``error``, then the code exchange.
 
     Success redirects to a clean URL (the validated ``next``, else the
     connections page); every failure answers a page saying what to try next.
     Either way with ``Referrer-Policy: no-referrer``: this URL holds the code.
+    The state is spent by the first callback that presents it, whatever follows.
     """
-    next_url = request.session.pop(NEXT_SESSION_KEY, None)
-    user = request.user if request.user.is_authenticated else None
     try:
-        backend = _load_backend(request)
+        request.GET  # noqa: B018 (parsed now: too many parameters is the caller's fault)
+    except SuspiciousOperation as exc:
+        logger.info("lexoffice callback refused: %s", type(exc).__name__)
+        return _failure_page(request, "bad_request")
+    try:
+        backend = _load_backend(request)  # takes its copy of the query (backend.data)
+        # From here on the request shows no code or state, also to error reports of
+        # failures inside the pipeline.
+        _forget_query(request)
+        next_url = request.session.pop(NEXT_SESSION_KEY, None)
+        user = request.user if request.user.is_authenticated else None
+        _spend_state(request, backend)
         # One transaction for the whole pipeline: a failure after the user or the
         # association was created must not leave them behind without a connection.
         with transaction.atomic():
@@ -162,7 +207,7 @@ def callback(request: HttpRequest) -> HttpResponse:
     except Exception:
         # A bug or an outage (e.g. the database). Answered here rather than by
         # Django's error page, whose report would show this URL's code and state;
-        # the traceback still reaches the logs (without frame locals).
+        # the traceback still reaches the logs (frame locals hidden from error reports).
         logger.exception("Unexpected error in the lexoffice callback")
         return _failure_page(request, "server_error")
     if getattr(request, "lexoffice_connection", None) is None:
@@ -171,6 +216,19 @@ def callback(request: HttpRequest) -> HttpResponse:
         return _failure_page(request, "incomplete")
     target = next_url if _safe_next(request, next_url) else reverse("lexoffice:connections")
     return _no_referrer(HttpResponseRedirect(target))
+
+
+def _spend_state(request: HttpRequest, backend: LexofficeOAuth2) -> None:
+    """Check the callback's state and spend it for good, before anything can fail.
+
+    Spent inside the pipeline's transaction, a failure would roll the spending back;
+    and ``SessionMiddleware`` does not save the session of a 5xx answer. So the
+    ``Nonce`` row goes in a transaction of its own and the session is saved here.
+    """
+    with transaction.atomic():
+        backend.spend_state()
+    if request.session.modified:
+        request.session.save()
 
 
 def _failure_page(request: HttpRequest, reason: str) -> HttpResponse:
