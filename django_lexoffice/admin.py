@@ -13,7 +13,7 @@ import json
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from django.apps import apps
 from django.contrib import admin, messages
@@ -41,7 +41,7 @@ from .exceptions import (
     TransientRefreshError,
 )
 from .http import redact
-from .models import TOKEN_FIELDS, LexofficeConnection
+from .models import LexofficeConnection, LexofficeConnectionQuerySet
 
 SOCIAL_AUTH_PROVIDER = LexofficeOAuth2.name
 
@@ -296,10 +296,11 @@ class LexofficeConnectionAdmin(_ModelAdmin):
     actions = ("refresh_tokens", "revoke_connections", "delete_selected")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[LexofficeConnection]:
-        # The admin never needs a token's value: the list is not decrypted at all
-        # (and still works when FIELD_ENCRYPTION_KEY is wrong); the detail page
-        # loads them only to say "set" or "not set".
-        return super().get_queryset(request).defer(*sorted(TOKEN_FIELDS))
+        # The admin never needs a token's value: nothing is decrypted, neither in the
+        # list nor on the detail page ("set" / "not set" comes from the raw column), so
+        # both work when FIELD_ENCRYPTION_KEY is wrong.
+        queryset = cast(LexofficeConnectionQuerySet, super().get_queryset(request))
+        return queryset.without_tokens()
 
     def get_search_fields(self, request: HttpRequest) -> list[str]:
         """Username, user e-mail, company, organization id and lexoffice e-mail: never a token."""

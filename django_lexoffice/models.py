@@ -7,13 +7,16 @@ from typing import Any, ClassVar
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Length
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from .exceptions import UnsafeTokenWriteError
-from .fields import EncryptedTokenField
+from .exceptions import TokenDecryptionError, UnsafeTokenWriteError
+from .fields import SHORT_CIPHERTEXT_LENGTH, EncryptedTokenField
 
 TOKEN_FIELDS = frozenset({"access_token", "refresh_token"})
+# Annotation holding the raw (encrypted) column's length, set by without_tokens().
+_STORED_LENGTH = "_{}_stored_length"
 
 
 class LexofficeConnectionQuerySet(models.QuerySet["LexofficeConnection"]):
@@ -46,6 +49,17 @@ class LexofficeConnectionQuerySet(models.QuerySet["LexofficeConnection"]):
             self.active()
             .expiring(within)
             .filter(models.Q(next_attempt_at__isnull=True) | models.Q(next_attempt_at__lte=now))
+        )
+
+    def without_tokens(self) -> LexofficeConnectionQuerySet:
+        """Connections with the token columns left unloaded, so nothing is decrypted.
+
+        For pages that show connections but never use a token: they keep working when
+        ``FIELD_ENCRYPTION_KEY`` cannot decrypt them. ``has_access_token`` and
+        ``has_refresh_token`` still answer, from the length of the encrypted column.
+        """
+        return self.defer(*sorted(TOKEN_FIELDS)).annotate(
+            **{_STORED_LENGTH.format(name): Length(name) for name in sorted(TOKEN_FIELDS)}
         )
 
     def update(self, **kwargs: Any) -> int:
@@ -141,11 +155,26 @@ class LexofficeConnection(models.Model):
 
     @property
     def has_access_token(self) -> bool:
-        return bool(self.access_token)
+        """Whether an access token is stored (decrypts nothing after ``without_tokens()``)."""
+        return self._token_is_stored("access_token")
 
     @property
     def has_refresh_token(self) -> bool:
-        return bool(self.refresh_token)
+        """Whether a refresh token is stored (decrypts nothing after ``without_tokens()``)."""
+        return self._token_is_stored("refresh_token")
+
+    def _token_is_stored(self, name: str) -> bool:
+        if name in self.__dict__:  # loaded: already decrypted
+            return bool(self.__dict__[name])
+        length = getattr(self, _STORED_LENGTH.format(name), None)
+        if length is not None and (length == 0 or length > SHORT_CIPHERTEXT_LENGTH):
+            return bool(length)
+        # Not annotated, or a short column: a value under 16 characters, or an empty value
+        # encrypted by an earlier version. Only decrypting tells them apart.
+        try:
+            return bool(getattr(self, name))
+        except TokenDecryptionError:
+            return True  # something is stored, though this key cannot read it
 
     def set_tokens(
         self, access_token: str, refresh_token: str | None, expires_in: float | None
@@ -172,3 +201,10 @@ class LexofficeConnection(models.Model):
         if self.expires_at is None:
             return True
         return self.expires_at <= timezone.now() + timedelta(seconds=seconds)
+
+
+# Django's base manager (``_base_manager``: related lookups, ``refresh_from_db()``, and code
+# that reaches for it) is a plain Manager; make it the guarded one, so token writes through
+# it are refused before any SQL, as through ``objects``. Set here rather than as
+# ``Meta.base_manager_name``, which would need a migration for a change with no schema.
+LexofficeConnection._meta.base_manager_name = "objects"

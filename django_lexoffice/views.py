@@ -11,8 +11,8 @@ from django.contrib import messages
 from django.contrib.auth import REDIRECT_FIELD_NAME
 from django.contrib.auth import login as auth_login
 from django.contrib.auth.decorators import login_not_required, login_required
-from django.db import transaction
 from django.core.exceptions import SuspiciousOperation
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
@@ -38,7 +38,7 @@ from social_django.utils import load_backend, load_strategy
 from . import tokens
 from .backends import LexofficeOAuth2
 from .conf import settings as lexoffice_settings
-from .exceptions import LexofficeConfigurationError
+from .exceptions import LexofficeConfigurationError, TokenDecryptionError
 from .models import LexofficeConnection
 
 logger = logging.getLogger(__name__)
@@ -166,7 +166,7 @@ def _forget_query(request: HttpRequest) -> None:
         key: value.replace(f"?{query}", "").replace(query, "") if isinstance(value, str) else value
         for key, value in request.META.items()
     }
-    request.GET = QueryDict()  # type: ignore[assignment]
+    request.GET = QueryDict()
 
 
 @_forget_query_afterwards
@@ -253,8 +253,11 @@ def _user(request: HttpRequest) -> Any:
 @require_GET
 def connections(request: HttpRequest) -> HttpResponse:
     """The logged-in user's own lexoffice connections."""
-    user_connections = LexofficeConnection.objects.filter(user=_user(request)).order_by(
-        "company_name", "pk"
+    # No token is needed here: none is decrypted (the page works with a wrong key).
+    user_connections = (
+        LexofficeConnection.objects.without_tokens()
+        .filter(user=_user(request))
+        .order_by("company_name", "pk")
     )
     return render(
         request,
@@ -269,9 +272,21 @@ def connections(request: HttpRequest) -> HttpResponse:
 @require_POST
 def disconnect(request: HttpRequest, pk: int) -> HttpResponse:
     """Revoke one of the user's own connections at Lexware and clear its tokens."""
-    connection = get_object_or_404(LexofficeConnection, pk=pk, user=_user(request))
+    connection = get_object_or_404(
+        LexofficeConnection.objects.without_tokens(), pk=pk, user=_user(request)
+    )
     name = connection.company_name or connection.organization_id
-    if tokens.revoke(connection):
+    try:
+        confirmed = tokens.revoke(connection)
+    except TokenDecryptionError:
+        # Revoking needs the refresh token; the site's key cannot read it. Nothing changed.
+        logger.error(
+            "Cannot disconnect lexoffice connection %s: FIELD_ENCRYPTION_KEY cannot decrypt "
+            "its tokens",
+            connection.pk,
+        )
+        return render(request, "django_lexoffice/encryption_key_error.html", status=503)
+    if confirmed:
         messages.success(
             request, _("%(company)s is disconnected.") % {"company": name}, fail_silently=True
         )

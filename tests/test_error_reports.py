@@ -169,9 +169,7 @@ def test_sec12_report_of_an_unexpected_error_in_refresh_or_revoke_holds_no_token
     assert_clean(report(exc_info), SECRETS)
 
 
-def test_sec12_report_of_an_error_after_a_failed_revoke_holds_no_token(
-    lexware, make_connection
-):
+def test_sec12_report_of_an_error_after_a_failed_revoke_holds_no_token(lexware, make_connection):
     """Revoke itself never raises for Lexware's answer; a receiver that fails afterwards
     shows the frames of revoke in its report."""
     from django_lexoffice.signals import connection_revoked
@@ -189,4 +187,3 @@ def test_sec12_report_of_an_error_after_a_failed_revoke_holds_no_token(
         connection_revoked.disconnect(dispatch_uid="report-test")
     assert LexofficeConnection.objects.get().status == "revoked"
     assert_clean(report(exc_info), SECRETS)
-
