@@ -227,8 +227,7 @@ def _spend_state(request: HttpRequest, backend: LexofficeOAuth2) -> None:
     """
     with transaction.atomic():
         backend.spend_state()
-    if request.session.modified:
-        request.session.save()
+    request.session.save()
 
 
 def _failure_page(request: HttpRequest, reason: str) -> HttpResponse:

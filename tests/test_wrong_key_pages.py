@@ -101,6 +101,13 @@ def test_token_markers_of_short_values_and_of_loaded_rows(make_connection):
     assert plain.has_refresh_token  # no length annotation: loaded to tell
 
 
+def test_short_ciphertext_length_separates_short_values_from_long_ones():
+    from django_lexoffice.fields import SHORT_CIPHERTEXT_LENGTH, encrypt
+
+    assert len(encrypt("")) == len(encrypt("x" * 15)) == SHORT_CIPHERTEXT_LENGTH
+    assert len(encrypt("x" * 16)) > SHORT_CIPHERTEXT_LENGTH
+
+
 def test_a_short_value_that_the_key_cannot_read_counts_as_stored(make_connection, wrong_key):
     connection = make_connection(access_token="short")
     wrong_key()
