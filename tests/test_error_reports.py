@@ -21,6 +21,7 @@ from django.views.debug import ExceptionReporter
 from django_lexoffice import tokens
 from django_lexoffice.client import LexofficeClient
 from django_lexoffice.exceptions import (
+    ClientConfigurationError,
     LexofficeAPIError,
     LexofficeHTTPError,
     NoResponse,
@@ -127,8 +128,9 @@ def test_sec12_report_of_a_401_then_invalid_grant_holds_no_token(lexware, make_c
     [
         ((503, {"message": "down"}), TransientRefreshError),
         ((400, {"error": "invalid_grant"}), ReauthorizationRequired),
+        ((401, {"error": "invalid_client"}), ClientConfigurationError),
     ],
-    ids=["transient", "invalid_grant"],
+    ids=["transient", "invalid_grant", "invalid_client"],
 )
 def test_sec12_report_of_a_failed_refresh_holds_no_token(
     lexware, make_connection, answer, expected
