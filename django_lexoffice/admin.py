@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected
@@ -32,7 +32,7 @@ from django.utils.translation import gettext_lazy as _
 from . import social_admin, tokens
 from .backends import LexofficeOAuth2
 from .conf import settings as lexoffice_settings
-from .models import TOKEN_FIELDS, LexofficeConnection
+from .models import LexofficeConnection, LexofficeConnectionQuerySet
 from .tokens import RefreshOutcome
 
 SOCIAL_AUTH_PROVIDER = LexofficeOAuth2.name
@@ -263,10 +263,11 @@ class LexofficeConnectionAdmin(_ModelAdmin):
         css = {"all": ("django_lexoffice/admin.css",)}
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[LexofficeConnection]:
-        # The admin never needs a token's value: the list is not decrypted at all
-        # (and still works when FIELD_ENCRYPTION_KEY is wrong); the detail page
-        # loads them only to say "set" or "not set".
-        return super().get_queryset(request).defer(*sorted(TOKEN_FIELDS))
+        # The admin never needs a token's value: nothing is decrypted, neither in the
+        # list nor on the detail page ("set" / "not set" comes from the raw column), so
+        # both work when FIELD_ENCRYPTION_KEY is wrong.
+        queryset = cast(LexofficeConnectionQuerySet, super().get_queryset(request))
+        return queryset.without_tokens()
 
     def get_search_fields(self, request: HttpRequest) -> list[str]:
         """Username, user e-mail, company, organization id and lexoffice e-mail: never a token."""

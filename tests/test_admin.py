@@ -319,7 +319,9 @@ def test_changelist_shows_status_as_coloured_badges(
     # One colour per status, in the admin's stylesheet (the page links it).
     assert "django_lexoffice/admin.css" in html
     css = _admin_css()
-    colours = {css.split(f".lexoffice-status-{status} {{ background: ")[1][:7] for status in statuses}
+    colours = {
+        css.split(f".lexoffice-status-{status} {{ background: ")[1][:7] for status in statuses
+    }
     assert len(colours) == len(statuses)
 
 

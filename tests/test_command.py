@@ -233,32 +233,29 @@ def raw_tokens(pk):
         return cursor.fetchone()
 
 
-def test_reencrypt_rewrites_every_row_with_the_first_key(make_connection, monkeypatch):
-    from cryptography.fernet import Fernet, MultiFernet
-    from encrypted_model_fields import fields as emf
+def test_reencrypt_rewrites_every_row_with_the_first_key(make_connection, settings):
+    from cryptography.fernet import Fernet
 
-    old_key = "p_I8ClMX7yXpJoD4RKW1BbvcH6Un8CZGYpHKqdZddvo="
+    old_key = settings.FIELD_ENCRYPTION_KEY
     connection = make_connection()
     before = raw_tokens(connection.pk)
-    new_key = Fernet.generate_key()
-    # The library reads the key once at import; swap its crypter as a key-list deploy would.
-    monkeypatch.setattr(emf, "CRYPTER", MultiFernet([Fernet(new_key), Fernet(old_key)]))
+    new_key = Fernet.generate_key().decode()
+    settings.FIELD_ENCRYPTION_KEY = [new_key, old_key]  # a key-list deploy
     assert run_reencrypt("--dry-run") == "Would re-encrypt 1 connection; every row decrypts.\n"
     assert raw_tokens(connection.pk) == before
     assert run_reencrypt() == "Re-encrypted 1 connection with the newest key.\n"
     after = raw_tokens(connection.pk)
     assert after != before
     assert Fernet(new_key).decrypt(after[1].encode()).decode() == REFRESH_TOKEN
-    monkeypatch.setattr(emf, "CRYPTER", MultiFernet([Fernet(new_key)]))  # old key removed
+    settings.FIELD_ENCRYPTION_KEY = [new_key]  # old key removed
     assert LexofficeConnection.objects.get(pk=connection.pk).refresh_token == REFRESH_TOKEN
 
 
-def test_reencrypt_reports_rows_it_cannot_decrypt(make_connection, monkeypatch):
-    from cryptography.fernet import Fernet, MultiFernet
-    from encrypted_model_fields import fields as emf
+def test_reencrypt_reports_rows_it_cannot_decrypt(make_connection, settings):
+    from cryptography.fernet import Fernet
 
     make_connection()
-    monkeypatch.setattr(emf, "CRYPTER", MultiFernet([Fernet(Fernet.generate_key())]))
+    settings.FIELD_ENCRYPTION_KEY = Fernet.generate_key().decode()
     with pytest.raises(CommandError, match="Cannot decrypt LexofficeConnection"):
         run_reencrypt()
 
