@@ -29,7 +29,8 @@ from social_django.models import UserSocialAuth
 from django_lexoffice.admin import expiry_in_words
 from django_lexoffice.conf import settings as lexoffice_settings
 from django_lexoffice.models import TOKEN_FIELDS, LexofficeConnection
-from tests.conftest import ACCESS_TOKEN, REFRESH_TOKEN
+from tests.conftest import ACCESS_TOKEN, REFRESH_TOKEN, assert_no_token
+from tests.lexware_responses import token_response as lexware_token_response
 
 pytestmark = pytest.mark.django_db
 
@@ -100,14 +101,6 @@ def token_secrets(*connections: LexofficeConnection) -> list[str]:
     return secrets
 
 
-def assert_no_token(html: str, secrets: Iterable[str], page: str = "page") -> None:
-    """Neither a token nor any 16-character slice of one is in ``html``."""
-    for secret in secrets:
-        for start in range(max(1, len(secret) - 15)):
-            piece = secret[start : start + 16]
-            assert piece not in html, f"a token slice ({piece!r}) is in the {page}"
-
-
 def run_action(client: Client, action: str, *connections: LexofficeConnection) -> Any:
     return client.post(
         reverse(CHANGELIST),
@@ -132,12 +125,7 @@ def results(response: Any) -> list[LexofficeConnection]:
 def token_response(
     access_token: str = NEW_ACCESS_TOKEN, refresh_token: str = NEW_REFRESH_TOKEN
 ) -> dict[str, Any]:
-    return {
-        "access_token": access_token,
-        "refresh_token": refresh_token,
-        "token_type": "Bearer",
-        "expires_in": 3600,
-    }
+    return lexware_token_response(access_token, refresh_token, expires_in=3600)
 
 
 # -- expiry in words ----------------------------------------------------------------------

@@ -30,12 +30,6 @@ def run(*args: str) -> tuple[str, str, int]:
     return out.getvalue(), err.getvalue(), 0
 
 
-@pytest.fixture
-def rsps():
-    with responses.RequestsMock() as mock:
-        yield mock
-
-
 def in_(seconds):
     return timezone.now() + timedelta(seconds=seconds)
 
@@ -108,24 +102,36 @@ def test_client_refused_stops_the_run(rsps, make_connection):
     assert out == "Refreshed 0, skipped 0, failed 1, re-authorization required 0.\n"
 
 
-def test_filters_force_and_limit(rsps, make_connection, django_user_model):
+@pytest.fixture
+def mine_and_theirs(make_connection, django_user_model):
     other = django_user_model.objects.create_user("other")
     make_connection(organization_id="mine", expires_at=in_(3600))
     make_connection(user=other, organization_id="theirs", expires_at=in_(3600))
+
+
+def test_user_narrows_a_forced_run(rsps, mine_and_theirs):
     add_refresh(rsps)
-    out, err, code = run("--force", "--user", "erika")
-    assert (out, err, code) == (
+    assert run("--force", "--user", "erika") == (
         "Refreshed 1, skipped 0, failed 0, re-authorization required 0.\n",
         "",
         0,
     )
+
+
+def test_organization_narrows_a_forced_run(rsps, mine_and_theirs):
     add_refresh(rsps)
-    out, _, _ = run("--force", "--organization", "theirs")
-    assert out.startswith("Refreshed 1,")
-    for _ in range(1):
-        add_refresh(rsps)
-    out, _, _ = run("--force", "--limit", "1")
-    assert out.startswith("Refreshed 1,")
+    out, err, code = run("--force", "--organization", "theirs")
+    assert (out[: len("Refreshed 1,")], err, code) == ("Refreshed 1,", "", 0)
+
+
+def test_limit_stops_a_forced_run(rsps, mine_and_theirs):
+    add_refresh(rsps)
+    out, err, code = run("--force", "--limit", "1")
+    assert (out[: len("Refreshed 1,")], err, code) == ("Refreshed 1,", "", 0)
+    assert len(rsps.calls) == 1
+
+
+def test_unknown_organization_has_nothing_to_refresh(rsps, mine_and_theirs):
     assert run("--organization", "nobody") == ("No connections need refreshing.\n", "", 0)
 
 
