@@ -1,21 +1,19 @@
 """Admin for lexoffice connections: health at a glance, never a token.
 
 The list never loads (so never decrypts) a token, and the read-only detail page
-only says whether each token is "set". The
-social-auth association admin is replaced by one that masks every token-like
-key of ``extra_data``, so legacy rows written before the pipeline scrubbed
-tokens cannot show one either.
+only says whether each token is "set". Styles live in ``static/django_lexoffice/admin.css``;
+the messages of the actions follow :class:`~django_lexoffice.tokens.RefreshOutcome`.
+social-auth's own association admin is replaced by a token-free one
+(:mod:`django_lexoffice.social_admin`).
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
-from django.apps import apps
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected
 from django.contrib.admin.utils import flatten_fieldsets
@@ -27,61 +25,33 @@ from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
+from django.utils.timesince import timesince, timeuntil
 from django.utils.translation import gettext, ngettext_lazy
 from django.utils.translation import gettext_lazy as _
 
-from . import tokens
+from . import social_admin, tokens
 from .admin_webhooks import AuthorizationEndsFilter, ConnectionWebhooksAdminMixin
 from .backends import LexofficeOAuth2
 from .conf import settings as lexoffice_settings
-from .models import TOKEN_FIELDS, LexofficeConnection
-from .redaction import redact
+from .models import LexofficeConnection, LexofficeConnectionQuerySet
 from .tokens import RefreshOutcome
 
 SOCIAL_AUTH_PROVIDER = LexofficeOAuth2.name
+__all__ = ["LexofficeConnectionAdmin", "social_admin"]  # social_admin registers on import
 
-#: Badge colours per status; white text on these passes WCAG AA contrast.
 if TYPE_CHECKING:
     _ModelAdmin = admin.ModelAdmin[LexofficeConnection]
 else:
     _ModelAdmin = admin.ModelAdmin
 
-STATUS_COLOURS: dict[str, str] = {
-    LexofficeConnection.Status.ACTIVE: "#1a7f37",
-    LexofficeConnection.Status.REAUTHORIZATION_REQUIRED: "#b35900",
-    LexofficeConnection.Status.REVOKED: "#57606a",
-}
-
 
 def expiry_in_words(expires_at: datetime, now: datetime | None = None) -> str:
-    """Describe an access token's expiry relative to ``now``: "in 3 h 12 min", "expired 5 min ago".
-
-    Durations are rounded down and shown in their two largest units (days and
-    hours, hours and minutes, or minutes); a token expiring at ``now`` has expired.
-    """
+    """Describe an access token's expiry relative to ``now``: "in 3 hours, 12 minutes",
+    "expired 5 minutes ago" (Django's ``timeuntil`` / ``timesince``, translated)."""
     now = timezone.now() if now is None else now
-    remaining = (expires_at - now).total_seconds()
-    duration = _duration_in_words(abs(remaining))
-    if remaining > 0:
-        return gettext("in %(duration)s") % {"duration": duration}
-    return gettext("expired %(duration)s ago") % {"duration": duration}
-
-
-def _duration_in_words(seconds: float) -> str:
-    minutes = int(seconds // 60)
-    days, minutes = divmod(minutes, 24 * 60)
-    hours, minutes = divmod(minutes, 60)
-    if days:
-        if hours:
-            return gettext("%(days)d d %(hours)d h") % {"days": days, "hours": hours}
-        return gettext("%(days)d d") % {"days": days}
-    if hours:
-        if minutes:
-            return gettext("%(hours)d h %(minutes)d min") % {"hours": hours, "minutes": minutes}
-        return gettext("%(hours)d h") % {"hours": hours}
-    if minutes:
-        return gettext("%(minutes)d min") % {"minutes": minutes}
-    return gettext("less than 1 min")
+    if expires_at > now:
+        return gettext("in %(duration)s") % {"duration": timeuntil(expires_at, now)}
+    return gettext("expired %(duration)s ago") % {"duration": timesince(expires_at, now)}
 
 
 class ExpiryListFilter(admin.SimpleListFilter):
@@ -112,13 +82,12 @@ class ExpiryListFilter(admin.SimpleListFilter):
 
 
 class ActionOutcome(NamedTuple):
-    """How one per-connection result of an admin action is reported."""
+    """How one per-connection result of an admin action is reported: a message of this
+    level once per outcome (formatted with ``{"count": n}``); with ``count`` 1 it is also
+    the entry in the connection's admin history."""
 
     level: int
-    #: Summary shown once per outcome; formatted with ``{"count": n}``.
     summary: Any
-    #: Entry in the connection's admin history.
-    history: Any
 
 
 #: How each refresh outcome is reported (the action forces the refresh, so a connection
@@ -129,7 +98,6 @@ REFRESH_OUTCOMES: dict[str, ActionOutcome] = {
         ngettext_lazy(
             "%(count)d connection refreshed.", "%(count)d connections refreshed.", "count"
         ),
-        _("Refreshed the tokens."),
     ),
     RefreshOutcome.SKIPPED: ActionOutcome(
         messages.INFO,
@@ -138,7 +106,6 @@ REFRESH_OUTCOMES: dict[str, ActionOutcome] = {
             "%(count)d connections skipped: another worker refreshed them a moment ago.",
             "count",
         ),
-        "",
     ),
     RefreshOutcome.REAUTHORIZATION_REQUIRED: ActionOutcome(
         messages.WARNING,
@@ -147,7 +114,6 @@ REFRESH_OUTCOMES: dict[str, ActionOutcome] = {
             "%(count)d connections need re-authorization: their users must connect again.",
             "count",
         ),
-        _("Refresh: Lexware no longer accepts the grant; re-authorization required."),
     ),
     RefreshOutcome.NOT_ACTIVE: ActionOutcome(
         messages.WARNING,
@@ -156,7 +122,6 @@ REFRESH_OUTCOMES: dict[str, ActionOutcome] = {
             "%(count)d connections skipped: they are revoked or wait for re-authorization.",
             "count",
         ),
-        _("Refresh skipped: the connection is not active."),
     ),
     RefreshOutcome.TRANSIENT_FAILURE: ActionOutcome(
         messages.ERROR,
@@ -167,7 +132,6 @@ REFRESH_OUTCOMES: dict[str, ActionOutcome] = {
             "refreshes will be retried.",
             "count",
         ),
-        _("Refresh failed: Lexware unavailable; tokens kept."),
     ),
     RefreshOutcome.CLIENT_REFUSED: ActionOutcome(
         messages.ERROR,
@@ -178,7 +142,6 @@ REFRESH_OUTCOMES: dict[str, ActionOutcome] = {
             "SOCIAL_AUTH_LEXOFFICE_KEY and SOCIAL_AUTH_LEXOFFICE_SECRET.",
             "count",
         ),
-        _("Refresh failed: Lexware refused the client id or secret."),
     ),
     RefreshOutcome.RATE_LIMITED: ActionOutcome(
         messages.ERROR,
@@ -188,7 +151,6 @@ REFRESH_OUTCOMES: dict[str, ActionOutcome] = {
             "Try again later.",
             "count",
         ),
-        _("Refresh not attempted: the shared rate limit stayed busy."),
     ),
 }
 
@@ -200,7 +162,6 @@ REVOKE_OUTCOMES: dict[str, ActionOutcome] = {
             "%(count)d connections revoked at Lexware and disconnected.",
             "count",
         ),
-        _("Revoked at Lexware and disconnected."),
     ),
     "unconfirmed": ActionOutcome(
         messages.WARNING,
@@ -211,7 +172,6 @@ REVOKE_OUTCOMES: dict[str, ActionOutcome] = {
             "their users can end the access in lexoffice's settings.",
             "count",
         ),
-        _("Disconnected; Lexware did not confirm the revocation."),
     ),
     "already_revoked": ActionOutcome(
         messages.INFO,
@@ -220,7 +180,6 @@ REVOKE_OUTCOMES: dict[str, ActionOutcome] = {
             "%(count)d connections were already revoked.",
             "count",
         ),
-        "",
     ),
 }
 
@@ -314,11 +273,15 @@ class LexofficeConnectionAdmin(ConnectionWebhooksAdminMixin, _ModelAdmin):
     readonly_fields = tuple(flatten_fieldsets(DETAIL_FIELDSETS))
     actions = ("refresh_tokens", "revoke_connections", "sync_subscriptions", "delete_selected")
 
+    class Media:
+        css = {"all": ("django_lexoffice/admin.css",)}
+
     def get_queryset(self, request: HttpRequest) -> QuerySet[LexofficeConnection]:
-        # The admin never needs a token's value: the list is not decrypted at all
-        # (and still works when FIELD_ENCRYPTION_KEY is wrong); the detail page
-        # loads them only to say "set" or "not set".
-        return super().get_queryset(request).defer(*sorted(TOKEN_FIELDS))
+        # The admin never needs a token's value: nothing is decrypted, neither in the
+        # list nor on the detail page ("set" / "not set" comes from the raw column), so
+        # both work when FIELD_ENCRYPTION_KEY is wrong.
+        queryset = cast(LexofficeConnectionQuerySet, super().get_queryset(request))
+        return queryset.without_tokens()
 
     def get_search_fields(self, request: HttpRequest) -> list[str]:
         """Username, user e-mail, company, organization id and lexoffice e-mail: never a token."""
@@ -363,11 +326,8 @@ class LexofficeConnectionAdmin(ConnectionWebhooksAdminMixin, _ModelAdmin):
     def status_badge(self, obj: LexofficeConnection) -> SafeString:
         """The status as a coloured badge."""
         return format_html(
-            '<span class="lexoffice-status lexoffice-status-{}" style="background:{};color:#fff;'
-            "border-radius:10px;padding:2px 8px;font-size:0.85em;font-weight:600;"
-            'white-space:nowrap">{}</span>',
+            '<span class="lexoffice-status lexoffice-status-{}">{}</span>',
             obj.status,
-            STATUS_COLOURS.get(obj.status, "#57606a"),
             gettext("Ended in lexoffice") if obj.ended_in_lexoffice else obj.get_status_display(),
         )
 
@@ -378,9 +338,9 @@ class LexofficeConnectionAdmin(ConnectionWebhooksAdminMixin, _ModelAdmin):
             return self.get_empty_value_display()
         expired = obj.expires_at <= timezone.now()
         return format_html(
-            '<span title="{}" style="white-space:nowrap{}">{}</span>',
+            '<span class="lexoffice-expiry{}" title="{}">{}</span>',
+            " lexoffice-expired" if expired else "",
             date_format(timezone.localtime(obj.expires_at), "DATETIME_FORMAT"),
-            ";color:var(--error-fg)" if expired else "",
             expiry_in_words(obj.expires_at),
         )
 
@@ -390,7 +350,7 @@ class LexofficeConnectionAdmin(ConnectionWebhooksAdminMixin, _ModelAdmin):
         if not obj.consecutive_failures:
             return "0"
         return format_html(
-            '<strong style="color:var(--error-fg)">{}</strong>', obj.consecutive_failures
+            '<strong class="lexoffice-failures">{}</strong>', obj.consecutive_failures
         )
 
     @admin.display(description=_("scopes"))
@@ -414,9 +374,7 @@ class LexofficeConnectionAdmin(ConnectionWebhooksAdminMixin, _ModelAdmin):
         """Status and body of the last failed call to Lexware (recorded token-free)."""
         if not obj.last_error:
             return self.get_empty_value_display()
-        return format_html(
-            '<pre style="white-space:pre-wrap;margin:0;padding:0">{}</pre>', obj.last_error
-        )
+        return format_html('<pre class="lexoffice-pre">{}</pre>', obj.last_error)
 
     @admin.display(description=_("social-auth association"))
     def social_auth_link(self, obj: LexofficeConnection) -> str:
@@ -472,8 +430,8 @@ class LexofficeConnectionAdmin(ConnectionWebhooksAdminMixin, _ModelAdmin):
         for connection in queryset:
             outcome = handle(connection)
             counts[outcome] += 1
-            if outcomes[outcome].history:
-                self.log_change(request, connection, str(outcomes[outcome].history))
+            if outcomes[outcome].level != messages.INFO:  # INFO: nothing happened to the row
+                self.log_change(request, connection, outcomes[outcome].summary % {"count": 1})
         for outcome, report in outcomes.items():
             if counts[outcome]:
                 self.message_user(
@@ -512,40 +470,3 @@ def _social_auth_association(uid: str) -> Any:
     from social_django.models import UserSocialAuth
 
     return UserSocialAuth.objects.filter(provider=SOCIAL_AUTH_PROVIDER, uid=uid).first()
-
-
-# -- social_django's UserSocialAuth admin, without tokens ---------------------------------
-
-
-def masked_extra_data(extra_data: Any) -> str:
-    """``extra_data`` as indented JSON, each token-like key's value and token-shaped
-    string replaced by ``[redacted]``."""
-    return json.dumps(redact(extra_data), indent=2, ensure_ascii=False, sort_keys=True)
-
-
-# Without social_django the site fails its system checks (lexoffice.E004); importing
-# its models here would crash the admin's autodiscovery before those could tell why.
-if apps.is_installed("social_django"):  # pragma: no branch
-    # Importing social_django's admin first makes its registration happen now,
-    # whatever the order of INSTALLED_APPS, so it can be replaced here.
-    from social_django.admin import UserSocialAuthOption
-    from social_django.models import UserSocialAuth
-
-    class TokenFreeUserSocialAuthAdmin(UserSocialAuthOption):
-        """social_django's ``UserSocialAuth`` admin; ``extra_data`` masked, never editable."""
-
-        exclude = ("extra_data",)
-
-        def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
-            return (*super().get_readonly_fields(request, obj), "extra_data_masked")
-
-        @admin.display(description=_("extra data"))
-        def extra_data_masked(self, obj: UserSocialAuth) -> str:
-            """``extra_data`` with every token-like key and value replaced by ``[redacted]``."""
-            return format_html(
-                '<pre style="white-space:pre-wrap;margin:0;padding:0">{}</pre>',
-                masked_extra_data(obj.extra_data),
-            )
-
-    admin.site.unregister(UserSocialAuth)
-    admin.site.register(UserSocialAuth, TokenFreeUserSocialAuthAdmin)

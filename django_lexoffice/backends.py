@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote, urlencode
 
 from django.utils.module_loading import import_string
@@ -78,6 +78,7 @@ class LexofficeOAuth2(BaseOAuth2PKCE[Any]):
     # 64 characters of [A-Za-z0-9] (RFC 7636 allows 43 to 128 unreserved characters).
     PKCE_DEFAULT_CODE_VERIFIER_LENGTH = 64
     SEND_USER_AGENT = True
+    _spent_state: Any = _MISSING
     EXTRA_DATA = [
         ("organizationId", "organization_id"),
         ("companyName", "company_name"),
@@ -112,6 +113,7 @@ class LexofficeOAuth2(BaseOAuth2PKCE[Any]):
     #: Rate-limit slots the callback took ahead for its calls (code exchange and profile).
     _reserved_slots = 0
 
+    @sensitive_variables()  # form data, Basic auth and Bearer header, also in frames below
     def request(self, url: str, **kwargs: Any) -> Any:
         require_secure_url(url)  # the code exchange and the profile lookup carry secrets
         if self._reserved_slots:
@@ -180,10 +182,20 @@ class LexofficeOAuth2(BaseOAuth2PKCE[Any]):
 
     # -- callback: state first, then error, then code -------------------------------------
 
+    def spend_state(self) -> str | None:
+        """Check the callback's ``state`` and spend it (single use); once per request.
+
+        The callback view calls this before the pipeline's transaction, so the state
+        stays spent whatever happens next; ``auth_complete`` reuses the result.
+        """
+        if self._spent_state is _MISSING:
+            self._spent_state = self.validate_state()
+        return cast("str | None", self._spent_state)
+
     @handle_http_errors
     @sensitive_variables()  # code, verifier and tokens pass through here
     def auth_complete(self, *args: Any, **kwargs: Any) -> Any:
-        state = self.validate_state()  # spends the state, also for error callbacks
+        state = self.spend_state()  # spends the state, also for error callbacks
         self.process_error(self.data)
         code = self.data.get("code")
         if isinstance(code, list):
@@ -255,7 +267,7 @@ class LexofficeOAuth2(BaseOAuth2PKCE[Any]):
 
     # -- identity: /v1/profile -------------------------------------------------------------
 
-    @sensitive_variables("access_token")
+    @sensitive_variables()  # the token, and every frame below (headers) in error reports
     def user_data(self, access_token: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
         data = self.get_json(
             lexoffice_settings.PROFILE_URL,
@@ -308,6 +320,12 @@ class LexofficeOAuth2(BaseOAuth2PKCE[Any]):
         return {key: value for key, value in data.items() if key not in TOKEN_KEYS}
 
     # -- pipeline: works with no setting ------------------------------------------------
+
+    @sensitive_variables()  # the token response travels through the pipeline's frames
+    def authenticate(self, *args: Any, **kwargs: Any) -> Any:
+        # Django's authenticate() hides only its own "credentials" local from error
+        # reports; this hides every local of the pipeline below it.
+        return super().authenticate(*args, **kwargs)
 
     def pipeline(self, pipeline: Any, pipeline_index: int = 0, *args: Any, **kwargs: Any) -> Any:
         if not self._site_configures_pipeline():

@@ -8,6 +8,7 @@ import logging
 from typing import Any
 from urllib.parse import urlsplit
 
+from cryptography.fernet import Fernet
 from django.apps import apps
 from django.conf import settings as django_settings
 from django.core.checks import Error, Tags, Warning, register
@@ -145,8 +146,6 @@ def _check_webhooks() -> list[Error | Warning]:
 
 
 def _check_encryption_key() -> list[Error]:
-    from cryptography.fernet import Fernet
-
     hint = (
         'Generate one with: python -c "from cryptography.fernet import Fernet; '
         'print(Fernet.generate_key().decode())" and set FIELD_ENCRYPTION_KEY from the environment.'

@@ -42,6 +42,7 @@ from urllib.parse import urlsplit
 
 import requests
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, InvalidHeader, MaxRetryError
 from urllib3.util.retry import Retry
@@ -156,6 +157,7 @@ class _BearerAuth(requests.auth.AuthBase):
     def __init__(self, connection: LexofficeConnection) -> None:
         self.connection = connection
 
+    @sensitive_variables()
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         request.headers["Authorization"] = f"Bearer {self.connection.access_token}"
         return request
@@ -233,6 +235,7 @@ class LexofficeClient:
 
     # -- the public calls ------------------------------------------------------------------------
 
+    @sensitive_variables()  # the token, and every frame below (headers) in error reports
     def request(
         self, method: str, path: str, *, raise_for_status: bool = True, **kwargs: Any
     ) -> requests.Response:
@@ -382,6 +385,7 @@ class LexofficeClient:
                 connection.pk,
             )
 
+    @sensitive_variables()
     def _refresh_after_401(self) -> None:
         # Forced, but single-flight: under the row lock, tokens.refresh compares the row's
         # token with the one this client sent; if another worker replaced it meanwhile,
@@ -419,6 +423,7 @@ class LexofficeClient:
             response.close()
             _sleep(delay)
 
+    @sensitive_variables()  # the frames below hold the Authorization header
     def _send(self, method: str, url: str, kwargs: dict[str, Any]) -> requests.Response:
         require_secure_url(url)  # the bearer token goes over https only
         take_slots(bucket=self.bucket)
@@ -431,7 +436,8 @@ class LexofficeClient:
             requests.Timeout,
             requests.exceptions.ChunkedEncodingError,
         ) as exc:
-            raise self._no_response_error(method, path, exc) from exc
+            # Without the cause: its frames (urllib3's) hold the Authorization header.
+            raise self._no_response_error(method, path, exc) from None
         logger.debug(
             "lexoffice %s %s -> HTTP %s in %.0f ms",
             method,

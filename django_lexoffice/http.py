@@ -80,7 +80,7 @@ def take_slots(count: int = 1, *, bucket: Any = None) -> float:
     return waited
 
 
-@sensitive_variables("data", "secret", "auth")
+@sensitive_variables()  # form data and client credentials, also in the frames below
 def post_form(url: str, data: dict[str, str], *, paced: bool = False) -> requests.Response:
     """POST ``data`` form-encoded to Lexware's authorization server with client auth.
 

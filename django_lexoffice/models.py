@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Length
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -16,13 +17,16 @@ from .exceptions import (
     ConnectionNotActive,
     ConnectionNotFound,
     MultipleConnections,
+    TokenDecryptionError,
     UnsafeTokenWriteError,
 )
-from .fields import EncryptedTokenField
+from .fields import SHORT_CIPHERTEXT_LENGTH, EncryptedTokenField
 
 TOKEN_FIELDS = frozenset({"access_token", "refresh_token"})
 #: How long before the authorization ends the user is asked to connect again.
 RENEWAL_NOTICE = timedelta(days=30)
+# Annotation holding the raw (encrypted) column's length, set by without_tokens().
+_STORED_LENGTH = "_{}_stored_length"
 
 #: Seconds: an access token with less left than this is as good as expired. A caller about
 #: to use it refreshes even while a failed refresh is waiting for its retry.
@@ -96,6 +100,17 @@ class LexofficeConnectionQuerySet(models.QuerySet["LexofficeConnection"]):
                 )
         connection.raise_unless_active()
         return connection
+
+    def without_tokens(self) -> LexofficeConnectionQuerySet:
+        """Connections with the token columns left unloaded, so nothing is decrypted.
+
+        For pages that show connections but never use a token: they keep working when
+        ``FIELD_ENCRYPTION_KEY`` cannot decrypt them. ``has_access_token`` and
+        ``has_refresh_token`` still answer, from the length of the encrypted column.
+        """
+        return self.defer(*sorted(TOKEN_FIELDS)).annotate(
+            **{_STORED_LENGTH.format(name): Length(name) for name in sorted(TOKEN_FIELDS)}
+        )
 
     def update(self, **kwargs: Any) -> int:
         # django-encrypted-model-fields encrypts SQL expressions' text: refuse
@@ -200,11 +215,26 @@ class LexofficeConnection(models.Model):
 
     @property
     def has_access_token(self) -> bool:
-        return bool(self.access_token)
+        """Whether an access token is stored (decrypts nothing after ``without_tokens()``)."""
+        return self._token_is_stored("access_token")
 
     @property
     def has_refresh_token(self) -> bool:
-        return bool(self.refresh_token)
+        """Whether a refresh token is stored (decrypts nothing after ``without_tokens()``)."""
+        return self._token_is_stored("refresh_token")
+
+    def _token_is_stored(self, name: str) -> bool:
+        if name in self.__dict__:  # loaded: already decrypted
+            return bool(self.__dict__[name])
+        length = getattr(self, _STORED_LENGTH.format(name), None)
+        if length is not None and (length == 0 or length > SHORT_CIPHERTEXT_LENGTH):
+            return bool(length)
+        # Not annotated, or a short column: a value under 16 characters, or an empty value
+        # encrypted by an earlier version. Only decrypting tells them apart.
+        try:
+            return bool(getattr(self, name))
+        except TokenDecryptionError:
+            return True  # something is stored, though this key cannot read it
 
     def set_tokens(
         self, access_token: str | None, refresh_token: str | None, expires_in: float | None
@@ -276,6 +306,13 @@ class LexofficeConnection(models.Model):
                 f"lexoffice connection {self.pk} is {self.status}; send the user to "
                 "lexoffice:login to connect again."
             )
+
+
+# Django's base manager (``_base_manager``: related lookups, ``refresh_from_db()``, and code
+# that reaches for it) is a plain Manager; make it the guarded one, so token writes through
+# it are refused before any SQL, as through ``objects``. Set here rather than as
+# ``Meta.base_manager_name``, which would need a migration for a change with no schema.
+LexofficeConnection._meta.base_manager_name = "objects"
 
 
 class LexofficeWebhookEvent(models.Model):

@@ -140,7 +140,7 @@ def attempt_refresh(connection: LexofficeConnection, **options: Any) -> RefreshR
         return RefreshResult(classify(exc), connection, exc)
 
 
-@sensitive_variables("seen")
+@sensitive_variables()  # tokens, and every frame below, hidden from error reports
 def refresh(
     connection: LexofficeConnection,
     *,
@@ -284,7 +284,7 @@ def _reason_to_skip(
     return RefreshOutcome.SKIPPED
 
 
-@sensitive_variables("refresh_token")
+@sensitive_variables()
 def _call_lexware(
     current: LexofficeConnection, mark_issued: Callable[[bool], None]
 ) -> LexofficeError | None:
@@ -303,7 +303,7 @@ def _call_lexware(
     return _handle_refresh_response(current, response, mark_issued)
 
 
-@sensitive_variables("data", "grant")
+@sensitive_variables()
 def _handle_refresh_response(
     current: LexofficeConnection,
     response: requests.Response,
@@ -331,7 +331,7 @@ def _handle_refresh_response(
     return _record_transient(current, status, detail)
 
 
-@sensitive_variables("data", "grant")
+@sensitive_variables()
 def _store_grant(current: LexofficeConnection, data: dict[str, Any]) -> LexofficeError | None:
     """Store a 200 answer. Lexware has rotated: a well-formed new refresh token is always
     kept, whatever is wrong with the rest."""
@@ -440,6 +440,7 @@ def _record_error(current: LexofficeConnection, message: str) -> None:
 # -- revocation --------------------------------------------------------------------------------
 
 
+@sensitive_variables()
 def revoke(connection: LexofficeConnection) -> bool:
     """Revoke the grant at Lexware (RFC 7009) and clear the local tokens.
 
@@ -518,7 +519,7 @@ def _take_revoke_slot() -> str:
     return ""
 
 
-@sensitive_variables("token")
+@sensitive_variables()
 def revoke_at_lexware(connection: LexofficeConnection, *, slot_error: str | None = None) -> bool:
     """POST the connection's refresh token to Lexware's revocation endpoint (RFC 7009).
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -10,8 +11,9 @@ from django.contrib import messages
 from django.contrib.auth import REDIRECT_FIELD_NAME
 from django.contrib.auth import login as auth_login
 from django.contrib.auth.decorators import login_not_required, login_required
+from django.core.exceptions import SuspiciousOperation
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -37,7 +39,7 @@ from . import tokens
 from .backends import LexofficeOAuth2
 from .conf import BACKEND_PATH
 from .conf import settings as lexoffice_settings
-from .exceptions import LexofficeConfigurationError, LexofficeError
+from .exceptions import LexofficeConfigurationError, LexofficeError, TokenDecryptionError
 from .models import LexofficeConnection
 
 logger = logging.getLogger(__name__)
@@ -60,6 +62,7 @@ CALLBACK_FAILURES: dict[str, int] = {
     "configuration": 503,
     "busy": 503,
     "incomplete": 400,
+    "bad_request": 400,
     "server_error": 500,
 }
 
@@ -138,22 +141,64 @@ def _classify(exc: Exception) -> str:
     return "lexware_error"
 
 
+def _forget_query_afterwards(view: Any) -> Any:
+    """After ``view``, drop the request's query string (it holds code and state).
+
+    Everything that looks at the request after the view - Django's ``django.request``
+    logger, error e-mails to ``ADMINS`` (``AdminEmailHandler``), error reports, a
+    request's ``repr`` in a traceback - then sees the path only.
+    """
+
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        try:
+            response: HttpResponse = view(request, *args, **kwargs)
+        finally:
+            _forget_query(request)
+        return response
+
+    return wrapper
+
+
+def _forget_query(request: HttpRequest) -> None:
+    query = request.META.get("QUERY_STRING", "")
+    if not query:
+        return
+    # A copy: the WSGI environ itself stays as the server handed it over.
+    request.META = {
+        key: value.replace(f"?{query}", "").replace(query, "") if isinstance(value, str) else value
+        for key, value in request.META.items()
+    }
+    request.GET = QueryDict()
+
+
+@_forget_query_afterwards
 @never_cache
 @login_not_required
 @require_GET
 @transaction.non_atomic_requests  # the pipeline has its own transaction; tokens commit on their own
-@sensitive_variables("backend", "result")
+@sensitive_variables()  # the request's URL holds code and state; tokens pass below
 def callback(request: HttpRequest) -> HttpResponse:
     """Lexware's redirect back: state first, then ``error``, then the code exchange.
 
     Success redirects to a clean URL (the validated ``next``, else the
     connections page); every failure answers a page saying what to try next.
     Either way with ``Referrer-Policy: no-referrer``: this URL holds the code.
+    The state is spent by the first callback that presents it, whatever follows.
     """
-    next_url = request.session.pop(NEXT_SESSION_KEY, None)
-    user = request.user if request.user.is_authenticated else None
     try:
-        backend = _load_backend(request)
+        request.GET  # noqa: B018 (parsed now: too many parameters is the caller's fault)
+    except SuspiciousOperation as exc:
+        logger.info("lexoffice callback refused: %s", type(exc).__name__)
+        return _failure_page(request, "bad_request")
+    try:
+        backend = _load_backend(request)  # takes its copy of the query (backend.data)
+        # From here on the request shows no code or state, also to error reports of
+        # failures inside the pipeline.
+        _forget_query(request)
+        next_url = request.session.pop(NEXT_SESSION_KEY, None)
+        user = request.user if request.user.is_authenticated else None
+        _spend_state(request, backend)
         # One transaction for the whole pipeline: a failure after the user or the
         # association was created must not leave them behind without a connection.
         with transaction.atomic():
@@ -166,7 +211,7 @@ def callback(request: HttpRequest) -> HttpResponse:
     except Exception:
         # A bug or an outage (e.g. the database). Answered here rather than by
         # Django's error page, whose report would show this URL's code and state;
-        # the traceback still reaches the logs (without frame locals).
+        # the traceback still reaches the logs (frame locals hidden from error reports).
         logger.exception("Unexpected error in the lexoffice callback")
         return _failure_page(request, "server_error")
     if getattr(request, "lexoffice_connection", None) is None:
@@ -175,6 +220,18 @@ def callback(request: HttpRequest) -> HttpResponse:
         return _failure_page(request, "incomplete")
     target = next_url if _safe_next(request, next_url) else reverse("lexoffice:connections")
     return _no_referrer(HttpResponseRedirect(target))
+
+
+def _spend_state(request: HttpRequest, backend: LexofficeOAuth2) -> None:
+    """Check the callback's state and spend it for good, before anything can fail.
+
+    Spent inside the pipeline's transaction, a failure would roll the spending back;
+    and ``SessionMiddleware`` does not save the session of a 5xx answer. So the
+    ``Nonce`` row goes in a transaction of its own and the session is saved here.
+    """
+    with transaction.atomic():
+        backend.spend_state()
+    request.session.save()
 
 
 def _failure_page(request: HttpRequest, reason: str) -> HttpResponse:
@@ -199,8 +256,11 @@ def _user(request: HttpRequest) -> Any:
 @require_GET
 def connections(request: HttpRequest) -> HttpResponse:
     """The logged-in user's own lexoffice connections."""
-    user_connections = LexofficeConnection.objects.filter(user=_user(request)).order_by(
-        "company_name", "pk"
+    # No token is needed here: none is decrypted (the page works with a wrong key).
+    user_connections = (
+        LexofficeConnection.objects.without_tokens()
+        .filter(user=_user(request))
+        .order_by("company_name", "pk")
     )
     return render(
         request,
@@ -216,9 +276,21 @@ def connections(request: HttpRequest) -> HttpResponse:
 @transaction.non_atomic_requests  # revoking commits on its own
 def disconnect(request: HttpRequest, pk: int) -> HttpResponse:
     """Revoke one of the user's own connections at Lexware and clear its tokens."""
-    connection = get_object_or_404(LexofficeConnection, pk=pk, user=_user(request))
+    connection = get_object_or_404(
+        LexofficeConnection.objects.without_tokens(), pk=pk, user=_user(request)
+    )
     name = connection.company_name or connection.organization_id
-    if tokens.revoke(connection):
+    try:
+        confirmed = tokens.revoke(connection)
+    except TokenDecryptionError:
+        # Revoking needs the refresh token; the site's key cannot read it. Nothing changed.
+        logger.error(
+            "Cannot disconnect lexoffice connection %s: FIELD_ENCRYPTION_KEY cannot decrypt "
+            "its tokens",
+            connection.pk,
+        )
+        return render(request, "django_lexoffice/encryption_key_error.html", status=503)
+    if confirmed:
         messages.success(
             request, _("%(company)s is disconnected.") % {"company": name}, fail_silently=True
         )

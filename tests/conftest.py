@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
+import responses
+from django.dispatch import Signal
 from django.utils import timezone
 
 from django_lexoffice.models import LexofficeConnection
@@ -73,3 +75,40 @@ def make_connection(user: Any) -> Callable[..., LexofficeConnection]:
         return LexofficeConnection.objects.create(**values)
 
     return make
+
+
+@pytest.fixture
+def rsps() -> Iterator[responses.RequestsMock]:
+    """Lexware at the HTTP boundary: every request must be answered by a registered reply."""
+    with responses.RequestsMock() as mock:
+        yield mock
+
+
+@pytest.fixture
+def capture_signal() -> Iterator[Callable[[Signal], list[dict[str, Any]]]]:
+    """``capture_signal(signal)`` returns a list that collects each sending's kwargs
+    until the test ends."""
+    connected: list[tuple[Signal, str]] = []
+
+    def capture(signal: Signal) -> list[dict[str, Any]]:
+        received: list[dict[str, Any]] = []
+        uid = f"capture-{id(received)}"
+        signal.connect(lambda **kwargs: received.append(kwargs), weak=False, dispatch_uid=uid)
+        connected.append((signal, uid))
+        return received
+
+    yield capture
+    for signal, uid in connected:
+        signal.disconnect(dispatch_uid=uid)
+
+
+def assert_no_token(text: str, secrets: Iterable[str] = (), where: str = "text") -> None:
+    """Neither a token nor any 16-character slice of one is in ``text``.
+
+    ``secrets`` defaults to every token the tests issue (see ``lexware_responses``)."""
+    from .lexware_responses import NEW_ACCESS, NEW_REFRESH
+
+    for secret in secrets or (ACCESS_TOKEN, REFRESH_TOKEN, NEW_ACCESS, NEW_REFRESH):
+        for start in range(max(1, len(secret) - 15)):
+            piece = secret[start : start + 16]
+            assert piece not in text, f"a token slice ({piece!r}) is in the {where}"

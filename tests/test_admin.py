@@ -29,7 +29,8 @@ from social_django.models import UserSocialAuth
 from django_lexoffice.admin import expiry_in_words
 from django_lexoffice.conf import settings as lexoffice_settings
 from django_lexoffice.models import TOKEN_FIELDS, LexofficeConnection
-from tests.conftest import ACCESS_TOKEN, REFRESH_TOKEN
+from tests.conftest import ACCESS_TOKEN, REFRESH_TOKEN, assert_no_token
+from tests.lexware_responses import token_response as lexware_token_response
 
 pytestmark = pytest.mark.django_db
 
@@ -100,14 +101,6 @@ def token_secrets(*connections: LexofficeConnection) -> list[str]:
     return secrets
 
 
-def assert_no_token(html: str, secrets: Iterable[str], page: str = "page") -> None:
-    """Neither a token nor any 16-character slice of one is in ``html``."""
-    for secret in secrets:
-        for start in range(max(1, len(secret) - 15)):
-            piece = secret[start : start + 16]
-            assert piece not in html, f"a token slice ({piece!r}) is in the {page}"
-
-
 def run_action(client: Client, action: str, *connections: LexofficeConnection) -> Any:
     return client.post(
         reverse(CHANGELIST),
@@ -132,12 +125,7 @@ def results(response: Any) -> list[LexofficeConnection]:
 def token_response(
     access_token: str = NEW_ACCESS_TOKEN, refresh_token: str = NEW_REFRESH_TOKEN
 ) -> dict[str, Any]:
-    return {
-        "access_token": access_token,
-        "refresh_token": refresh_token,
-        "token_type": "Bearer",
-        "expires_in": 3600,
-    }
+    return lexware_token_response(access_token, refresh_token, expires_in=3600)
 
 
 # -- expiry in words ----------------------------------------------------------------------
@@ -148,27 +136,30 @@ NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 @pytest.mark.parametrize(
     ("offset", "words"),
     [
-        (timedelta(hours=3, minutes=12, seconds=59), "in 3 h 12 min"),
-        (timedelta(hours=3), "in 3 h"),
-        (timedelta(minutes=59, seconds=59), "in 59 min"),
-        (timedelta(minutes=1), "in 1 min"),
-        (timedelta(seconds=30), "in less than 1 min"),
-        (timedelta(days=2, hours=5, minutes=7), "in 2 d 5 h"),
-        (timedelta(days=1, minutes=30), "in 1 d"),
-        (timedelta(0), "expired less than 1 min ago"),
-        (-timedelta(seconds=59), "expired less than 1 min ago"),
-        (-timedelta(minutes=5, seconds=10), "expired 5 min ago"),
-        (-timedelta(hours=1, minutes=1), "expired 1 h 1 min ago"),
-        (-timedelta(days=3, hours=2), "expired 3 d 2 h ago"),
+        (timedelta(hours=3, minutes=12, seconds=59), "in 3 hours, 12 minutes"),
+        (timedelta(hours=3), "in 3 hours"),
+        (timedelta(minutes=59, seconds=59), "in 59 minutes"),
+        (timedelta(minutes=1), "in 1 minute"),
+        (timedelta(seconds=30), "in 0 minutes"),
+        (timedelta(days=2, hours=5, minutes=7), "in 2 days, 5 hours"),
+        (timedelta(days=1, minutes=30), "in 1 day"),
+        (timedelta(0), "expired 0 minutes ago"),
+        (-timedelta(seconds=59), "expired 0 minutes ago"),
+        (-timedelta(minutes=5, seconds=10), "expired 5 minutes ago"),
+        (-timedelta(hours=1, minutes=1), "expired 1 hour, 1 minute ago"),
+        (-timedelta(days=3, hours=2), "expired 3 days, 2 hours ago"),
     ],
 )
 def test_expiry_in_words(offset: timedelta, words: str) -> None:
-    assert expiry_in_words(NOW + offset, now=NOW) == words
+    # Django's timeuntil/timesince (translated with Django's own catalogues).
+    assert expiry_in_words(NOW + offset, now=NOW).replace("\xa0", " ") == words
 
 
 def test_expiry_in_words_defaults_to_now() -> None:
-    assert expiry_in_words(timezone.now() + timedelta(hours=1, seconds=30)) == "in 1 h"
-    assert expiry_in_words(timezone.now() - timedelta(minutes=2, seconds=5)) == "expired 2 min ago"
+    soon = expiry_in_words(timezone.now() + timedelta(hours=1, seconds=30))
+    assert soon.replace("\xa0", " ") == "in 1 hour"
+    gone = expiry_in_words(timezone.now() - timedelta(minutes=2, seconds=5))
+    assert gone.replace("\xa0", " ") == "expired 2 minutes ago"
 
 
 # -- who may see what (SECURITY.md #19) -----------------------------------------------------
@@ -297,10 +288,8 @@ def test_changelist_shows_each_connections_health(
     assert "Testfirma GmbH" in html
     assert "aa93e8a8-2aa3-470b-b914-caad8a255dd8" in html
     assert 'class="lexoffice-status lexoffice-status-active"' in html
-    assert "in 3 h 12 min" in html
-    assert (
-        '<td class="field-failures"><strong style="color:var(--error-fg)">3</strong></td>' in html
-    )
+    assert "in 3\xa0hours, 12\xa0minutes" in html
+    assert '<td class="field-failures"><strong class="lexoffice-failures">3</strong></td>' in html
     assert "profile.read, contacts.read" in html
 
 
@@ -311,12 +300,16 @@ def test_changelist_shows_status_as_coloured_badges(
     for status in statuses:
         make_connection(organization_id=f"org-{status}", status=status)
     html = admin_client.get(reverse(CHANGELIST)).content.decode()
-    colours = set()
     for status in statuses:
         start = html.index(f"lexoffice-status-{status}")
         badge = html[start : html.index("</span>", start)]
         assert str(status.label) in badge
-        colours.add(badge.split("background:")[1].split(";")[0])
+    # One colour per status, in the admin's stylesheet (the page links it).
+    assert "django_lexoffice/admin.css" in html
+    css = _admin_css()
+    colours = {
+        css.split(f".lexoffice-status-{status} {{ background: ")[1][:7] for status in statuses
+    }
     assert len(colours) == len(statuses)
 
 
@@ -324,7 +317,7 @@ def test_changelist_shows_expired_tokens_as_expired(
     admin_client: Client, make_connection: MakeConnection
 ) -> None:
     make_connection(expires_at=timezone.now() - timedelta(minutes=5, seconds=30))
-    assert "expired 5 min ago" in admin_client.get(reverse(CHANGELIST)).content.decode()
+    assert "expired 5\xa0minutes ago" in admin_client.get(reverse(CHANGELIST)).content.decode()
 
 
 def test_changelist_filters_by_status(
@@ -536,7 +529,7 @@ def test_sec12_no_token_in_any_admin_page(
     for page, response in pages.items():
         assert response.status_code == 200, page
         assert_no_token(response.content.decode(), secrets, page)
-    assert "Refreshed the tokens." in pages["history page"].content.decode()
+    assert "1 connection refreshed." in pages["history page"].content.decode()
 
 
 # -- actions ----------------------------------------------------------------------------------
@@ -559,7 +552,7 @@ def test_refresh_action_stores_the_new_tokens(
     assert shown_messages(response) == [(levels.SUCCESS, "1 connection refreshed.")]
     assert_no_token(response.content.decode(), token_secrets(connection))
     entry = LogEntry.objects.get(object_id=str(connection.pk))
-    assert entry.get_change_message() == "Refreshed the tokens."
+    assert entry.get_change_message() == "1 connection refreshed."
 
 
 def test_refresh_action_marks_a_revoked_grant_for_reauthorization(
@@ -703,7 +696,7 @@ def test_revoke_action_revokes_at_lexware_and_clears_the_tokens(
     ]
     assert_no_token(response.content.decode(), token_secrets(connection))
     entry = LogEntry.objects.get(object_id=str(connection.pk))
-    assert entry.get_change_message() == "Revoked at Lexware and disconnected."
+    assert entry.get_change_message() == "1 connection revoked at Lexware and disconnected."
 
 
 def test_revoke_action_disconnects_even_when_lexware_is_unavailable(
@@ -818,3 +811,12 @@ def test_saving_an_association_keeps_its_extra_data(
     assert response.status_code == 302
     legacy_association.refresh_from_db()
     assert legacy_association.extra_data == before
+
+
+def _admin_css() -> str:
+    from pathlib import Path
+
+    import django_lexoffice
+
+    path = Path(django_lexoffice.__file__).parent / "static/django_lexoffice/admin.css"
+    return path.read_text()

@@ -84,7 +84,7 @@ def test_changelist_in_a_real_browser(
             rows = page.locator("#result_list tbody tr")
             assert rows.count() == len(connections)
             assert page.locator(".lexoffice-status-reauthorization_required").count() == 1
-            assert "in 3 h 12 min" in page.inner_text("#result_list")
+            assert "in 3\xa0hours, 12\xa0minutes" in page.inner_text("#result_list")
             html = page.content()
             for token in tokens:
                 for start in range(len(token) - 15):

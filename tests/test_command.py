@@ -30,12 +30,6 @@ def run(*args: str) -> tuple[str, str, int]:
     return out.getvalue(), err.getvalue(), 0
 
 
-@pytest.fixture
-def rsps():
-    with responses.RequestsMock() as mock:
-        yield mock
-
-
 def in_(seconds):
     return timezone.now() + timedelta(seconds=seconds)
 
@@ -108,24 +102,36 @@ def test_client_refused_stops_the_run(rsps, make_connection):
     assert out == "Refreshed 0, skipped 0, failed 1, re-authorization required 0.\n"
 
 
-def test_filters_force_and_limit(rsps, make_connection, django_user_model):
+@pytest.fixture
+def mine_and_theirs(make_connection, django_user_model):
     other = django_user_model.objects.create_user("other")
     make_connection(organization_id="mine", expires_at=in_(3600))
     make_connection(user=other, organization_id="theirs", expires_at=in_(3600))
+
+
+def test_user_narrows_a_forced_run(rsps, mine_and_theirs):
     add_refresh(rsps)
-    out, err, code = run("--force", "--user", "erika")
-    assert (out, err, code) == (
+    assert run("--force", "--user", "erika") == (
         "Refreshed 1, skipped 0, failed 0, re-authorization required 0.\n",
         "",
         0,
     )
+
+
+def test_organization_narrows_a_forced_run(rsps, mine_and_theirs):
     add_refresh(rsps)
-    out, _, _ = run("--force", "--organization", "theirs")
-    assert out.startswith("Refreshed 1,")
-    for _ in range(1):
-        add_refresh(rsps)
-    out, _, _ = run("--force", "--limit", "1")
-    assert out.startswith("Refreshed 1,")
+    out, err, code = run("--force", "--organization", "theirs")
+    assert (out[: len("Refreshed 1,")], err, code) == ("Refreshed 1,", "", 0)
+
+
+def test_limit_stops_a_forced_run(rsps, mine_and_theirs):
+    add_refresh(rsps)
+    out, err, code = run("--force", "--limit", "1")
+    assert (out[: len("Refreshed 1,")], err, code) == ("Refreshed 1,", "", 0)
+    assert len(rsps.calls) == 1
+
+
+def test_unknown_organization_has_nothing_to_refresh(rsps, mine_and_theirs):
     assert run("--organization", "nobody") == ("No connections need refreshing.\n", "", 0)
 
 
@@ -233,32 +239,29 @@ def raw_tokens(pk):
         return cursor.fetchone()
 
 
-def test_reencrypt_rewrites_every_row_with_the_first_key(make_connection, monkeypatch):
-    from cryptography.fernet import Fernet, MultiFernet
-    from encrypted_model_fields import fields as emf
+def test_reencrypt_rewrites_every_row_with_the_first_key(make_connection, settings):
+    from cryptography.fernet import Fernet
 
-    old_key = "p_I8ClMX7yXpJoD4RKW1BbvcH6Un8CZGYpHKqdZddvo="
+    old_key = settings.FIELD_ENCRYPTION_KEY
     connection = make_connection()
     before = raw_tokens(connection.pk)
-    new_key = Fernet.generate_key()
-    # The library reads the key once at import; swap its crypter as a key-list deploy would.
-    monkeypatch.setattr(emf, "CRYPTER", MultiFernet([Fernet(new_key), Fernet(old_key)]))
+    new_key = Fernet.generate_key().decode()
+    settings.FIELD_ENCRYPTION_KEY = [new_key, old_key]  # a key-list deploy
     assert run_reencrypt("--dry-run") == "Would re-encrypt 1 connection; every row decrypts.\n"
     assert raw_tokens(connection.pk) == before
     assert run_reencrypt() == "Re-encrypted 1 connection with the newest key.\n"
     after = raw_tokens(connection.pk)
     assert after != before
     assert Fernet(new_key).decrypt(after[1].encode()).decode() == REFRESH_TOKEN
-    monkeypatch.setattr(emf, "CRYPTER", MultiFernet([Fernet(new_key)]))  # old key removed
+    settings.FIELD_ENCRYPTION_KEY = [new_key]  # old key removed
     assert LexofficeConnection.objects.get(pk=connection.pk).refresh_token == REFRESH_TOKEN
 
 
-def test_reencrypt_reports_rows_it_cannot_decrypt(make_connection, monkeypatch):
-    from cryptography.fernet import Fernet, MultiFernet
-    from encrypted_model_fields import fields as emf
+def test_reencrypt_reports_rows_it_cannot_decrypt(make_connection, settings):
+    from cryptography.fernet import Fernet
 
     make_connection()
-    monkeypatch.setattr(emf, "CRYPTER", MultiFernet([Fernet(Fernet.generate_key())]))
+    settings.FIELD_ENCRYPTION_KEY = Fernet.generate_key().decode()
     with pytest.raises(CommandError, match="Cannot decrypt LexofficeConnection"):
         run_reencrypt()
 

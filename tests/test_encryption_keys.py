@@ -1,7 +1,7 @@
 """Encryption key handling, each case in a fresh process (SECURITY.md 11).
 
-django-encrypted-model-fields reads FIELD_ENCRYPTION_KEY once at import, so
-override_settings cannot test it: every case runs ``python -c`` with its own key.
+Each case runs ``python -c`` with its own key, as a deploy would: nothing read at import
+(or cached) in the test process can hide a problem.
 """
 
 from __future__ import annotations
@@ -63,20 +63,34 @@ def db_with_row(tmp_path):
     return db
 
 
+CHECK = SETUP + "from django.core.management import call_command\ncall_command('check')\n"
+
+
 @pytest.mark.parametrize(
-    ("keys", "message"),
-    [
-        (None, "FIELD_ENCRYPTION_KEY must be defined in settings"),
-        ("not-a-key", "FIELD_ENCRYPTION_KEY defined incorrectly"),
-        ([], "FIELD_ENCRYPTION_KEY"),
-    ],
-    ids=["missing", "invalid", "empty-list"],
+    "keys",
+    [None, "not-a-key", [], [KEY_A, "not-a-key"]],
+    ids=["missing", "invalid", "empty", "one-bad"],
 )
-def test_sec11_missing_or_invalid_key_fails_at_startup(tmp_path, keys, message):
-    result = run("", tmp_path / "db.sqlite3", keys, "check")
+def test_sec11_missing_or_invalid_key_is_reported_by_check_e002(tmp_path, keys):
+    result = run(CHECK, tmp_path / "db.sqlite3", keys)
     assert result.returncode != 0
-    assert message in result.stderr
-    assert "ImproperlyConfigured" in result.stderr
+    assert "SystemCheckError" in result.stderr
+    assert "(lexoffice.E002) FIELD_ENCRYPTION_KEY is not" in result.stderr
+    assert "Fernet.generate_key()" in result.stderr  # the hint says what to write
+    assert "ImproperlyConfigured" not in result.stderr
+
+
+def test_sec11_manage_py_check_reports_e002_without_a_traceback(tmp_path):
+    result = run("", tmp_path / "db.sqlite3", None, "check")
+    assert result.returncode == 1
+    assert "(lexoffice.E002)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_sec11_using_a_token_without_a_key_names_the_setting(db_with_row):
+    result = run(READ, db_with_row, None)
+    assert result.returncode != 0
+    assert "LexofficeConfigurationError: FIELD_ENCRYPTION_KEY is not set" in result.stderr
 
 
 def test_sec11_rows_are_ciphertext_and_readable_with_the_key(db_with_row):
@@ -103,6 +117,29 @@ def test_sec11_key_rotation_end_to_end(db_with_row):
     ), result.stderr
     assert run(READ, db_with_row, [KEY_B]).stdout.strip() == TOKEN  # old key removed
     assert run(READ, db_with_row, [KEY_A]).returncode != 0  # no longer the old key's
+
+
+def test_sec11_rows_written_by_django_encrypted_model_fields_still_decrypt(db_with_row):
+    written_by_library = SETUP + (
+        "from django.db import connection\n"
+        "from encrypted_model_fields.fields import encrypt_str\n"
+        "with connection.cursor() as c:\n"
+        "    c.execute('UPDATE django_lexoffice_lexofficeconnection SET access_token = %s', "
+        "[encrypt_str('from-the-library').decode()])\n"
+    )
+    assert run(written_by_library, db_with_row, KEY_A).returncode == 0
+    read = SETUP + (
+        "from django_lexoffice.models import LexofficeConnection\n"
+        "c = LexofficeConnection.objects.get()\n"
+        "print(c.access_token, c.refresh_token == " + repr(TOKEN) + ")\n"
+        "from encrypted_model_fields.fields import decrypt_str\n"
+        "from django.db import connection\n"
+        "with connection.cursor() as cursor:\n"
+        "    cursor.execute('SELECT refresh_token FROM django_lexoffice_lexofficeconnection')\n"
+        "    print(decrypt_str(cursor.fetchone()[0]) == " + repr(TOKEN) + ")\n"
+    )
+    result = run(read, db_with_row, KEY_A)
+    assert result.stdout.split() == ["from-the-library", "True", "True"], result.stderr
 
 
 def test_sec11_reencrypt_with_the_wrong_key_is_a_clear_command_error(db_with_row):

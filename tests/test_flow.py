@@ -43,15 +43,10 @@ def assert_nothing_stored():
     assert UserSocialAuth.objects.count() == 0
 
 
-def test_login_creates_user_connection_and_lands_on_clean_url(client, fake_lexware):
-    received = []
-    signals.connection_created.connect(
-        lambda **kw: received.append(kw["connection"].pk), weak=False, dispatch_uid="flow"
-    )
-    try:
-        response = connect(client, fake_lexware)
-    finally:
-        signals.connection_created.disconnect(dispatch_uid="flow")
+def test_login_creates_user_connection_and_lands_on_clean_url(client, fake_lexware, capture_signal):
+    created = capture_signal(signals.connection_created)
+    response = connect(client, fake_lexware)
+    received = [kw["connection"].pk for kw in created]
     assert response.status_code == 302
     assert response["Location"] == "/lexoffice/connections/"
     assert response["Referrer-Policy"] == "no-referrer"

@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 from django.core.exceptions import FieldError
 from django.db import connection as db_connection
+from django.db import transaction
 from django.db.models import F, Value
 from django.utils import timezone
 
@@ -82,6 +83,58 @@ def test_update_of_other_fields_still_works(make_connection):
     connection.company_name = "Wieder neu"
     LexofficeConnection.objects.bulk_update([connection], ["company_name"])
     assert LexofficeConnection.objects.get(pk=connection.pk).company_name == "Wieder neu"
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda qs, c: qs.filter(pk=c.pk).update(access_token=F("refresh_token")),
+        lambda qs, c: qs.filter(pk=c.pk).update(refresh_token=Value("x")),
+        lambda qs, c: qs.bulk_update([c], ["access_token"]),
+    ],
+    ids=["update-F", "update-Value", "bulk_update"],
+)
+@pytest.mark.parametrize("manager", ["_base_manager", "_default_manager", "objects"])
+def test_token_writes_are_refused_before_sql_and_the_transaction_stays_usable(
+    make_connection, manager, write
+):
+    connection = make_connection()
+    with transaction.atomic():
+        with pytest.raises(UnsafeTokenWriteError):
+            write(getattr(LexofficeConnection, manager), connection)
+        # No TransactionManagementError: nothing was sent, the transaction goes on.
+        LexofficeConnection.objects.filter(pk=connection.pk).update(company_name="Weiter")
+    connection = LexofficeConnection.objects.get(pk=connection.pk)
+    assert (connection.company_name, connection.access_token) == ("Weiter", ACCESS_TOKEN)
+
+
+def test_override_settings_changes_the_key_at_once(make_connection, settings):
+    from cryptography.fernet import Fernet
+
+    connection = make_connection()
+    old_key = settings.FIELD_ENCRYPTION_KEY
+    settings.FIELD_ENCRYPTION_KEY = Fernet.generate_key().decode()
+    with pytest.raises(TokenDecryptionError):
+        LexofficeConnection.objects.get(pk=connection.pk)
+    settings.FIELD_ENCRYPTION_KEY = [settings.FIELD_ENCRYPTION_KEY, old_key]
+    assert LexofficeConnection.objects.get(pk=connection.pk).refresh_token == REFRESH_TOKEN
+
+
+@pytest.mark.parametrize("keys", [None, "", [], ["not-a-key"], [42]])
+def test_using_a_token_with_a_missing_or_invalid_key_names_the_setting(settings, keys):
+    from django_lexoffice.exceptions import LexofficeConfigurationError
+    from django_lexoffice.fields import encrypt
+
+    settings.FIELD_ENCRYPTION_KEY = keys
+    with pytest.raises(LexofficeConfigurationError, match="FIELD_ENCRYPTION_KEY is not"):
+        encrypt("x")
+
+
+def test_an_empty_token_is_stored_as_an_empty_column(make_connection):
+    connection = make_connection(access_token="")
+    access, refresh = raw_row(connection.pk)
+    assert access == "" and refresh.startswith("gAAAA")
+    assert LexofficeConnection.objects.get(pk=connection.pk).access_token == ""
 
 
 def test_field_refuses_expressions_even_through_another_manager(make_connection):

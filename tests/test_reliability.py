@@ -61,12 +61,6 @@ BROKEN_CACHE = {
 
 
 @pytest.fixture
-def rsps():
-    with responses.RequestsMock() as mock:
-        yield mock
-
-
-@pytest.fixture
 def expiring(make_connection):
     return make_connection(expires_at=timezone.now() + timedelta(seconds=30))
 
@@ -413,17 +407,13 @@ def test_reconnect_with_the_same_connection_id_revokes_nothing(
     assert len(rsps.calls) == 0
 
 
-def test_deleting_a_connection_revokes_and_sends_connection_revoked(rsps, make_connection):
+def test_deleting_a_connection_revokes_and_sends_connection_revoked(
+    rsps, make_connection, capture_signal
+):
     connection = make_connection()
     rsps.add(responses.POST, REVOKE_URL, body="")
-    received = []
-    signals.connection_revoked.connect(
-        lambda **kw: received.append(kw), weak=False, dispatch_uid="deleted"
-    )
-    try:
-        connection.user.delete()
-    finally:
-        signals.connection_revoked.disconnect(dispatch_uid="deleted")
+    received = capture_signal(signals.connection_revoked)
+    connection.user.delete()
     assert [form(call)["token"] for call in rsps.calls] == [REFRESH_TOKEN]
     assert len(received) == 1
     assert received[0]["deleted"] is True and received[0]["revoked_at_lexware"] is True

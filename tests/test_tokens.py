@@ -18,7 +18,7 @@ from django_lexoffice.exceptions import (
 )
 from django_lexoffice.models import LexofficeConnection
 
-from .conftest import ACCESS_TOKEN, REFRESH_TOKEN
+from .conftest import ACCESS_TOKEN, REFRESH_TOKEN, assert_no_token
 from .lexware_responses import (
     BASIC,
     NEW_ACCESS,
@@ -34,12 +34,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def rsps():
-    with responses.RequestsMock() as mock:
-        yield mock
-
-
-@pytest.fixture
 def expiring(make_connection):
     return make_connection(expires_at=timezone.now() + timedelta(seconds=30))
 
@@ -48,22 +42,11 @@ def reload(connection):
     return LexofficeConnection.objects.get(pk=connection.pk)
 
 
-def assert_no_token(text):
-    for token in (ACCESS_TOKEN, REFRESH_TOKEN, NEW_ACCESS, NEW_REFRESH):
-        assert token[:16] not in text
-
-
-def test_sec14_refresh_stores_the_new_rotated_pair(rsps, expiring):
+def test_sec14_refresh_stores_the_new_rotated_pair(rsps, expiring, capture_signal):
     add_refresh(rsps)
-    received = []
-    signals.tokens_refreshed.connect(
-        lambda **kw: received.append(kw["connection"].pk), weak=False, dispatch_uid="t1"
-    )
-    try:
-        result = tokens.refresh(expiring)
-    finally:
-        signals.tokens_refreshed.disconnect(dispatch_uid="t1")
-    assert result.refreshed and received == [expiring.pk]
+    received = capture_signal(signals.tokens_refreshed)
+    result = tokens.refresh(expiring)
+    assert result.refreshed and [kw["connection"].pk for kw in received] == [expiring.pk]
     call = rsps.calls[0]
     assert call.request.headers["Authorization"] == BASIC
     assert form(call) == {"grant_type": "refresh_token", "refresh_token": REFRESH_TOKEN}
@@ -96,17 +79,11 @@ def test_force_refreshes_a_fresh_connection(rsps, make_connection):
     assert tokens.refresh(make_connection(), force=True).refreshed
 
 
-def test_sec14_invalid_grant_marks_reauthorization_required(rsps, expiring):
+def test_sec14_invalid_grant_marks_reauthorization_required(rsps, expiring, capture_signal):
     add_refresh(rsps, status=400, json={"error": "invalid_grant", "error_description": "gone"})
-    received = []
-    signals.reauthorization_required.connect(
-        lambda **kw: received.append(kw["reason"]), weak=False, dispatch_uid="t2"
-    )
-    try:
-        with pytest.raises(ReauthorizationRequired) as excinfo:
-            tokens.refresh(expiring)
-    finally:
-        signals.reauthorization_required.disconnect(dispatch_uid="t2")
+    received = capture_signal(signals.reauthorization_required)
+    with pytest.raises(ReauthorizationRequired) as excinfo:
+        tokens.refresh(expiring)
     row = reload(expiring)
     assert row.status == LexofficeConnection.Status.REAUTHORIZATION_REQUIRED
     assert "invalid_grant" in row.last_error and "HTTP 400" in row.last_error
@@ -212,24 +189,20 @@ def test_public_client_sends_client_id_in_body_and_no_basic_auth(rsps, expiring,
     assert "client_secret" not in form(call)
 
 
-def test_sec15_revoke_posts_the_refresh_token_and_clears_tokens(rsps, make_connection):
+def test_sec15_revoke_posts_the_refresh_token_and_clears_tokens(
+    rsps, make_connection, capture_signal
+):
     connection = make_connection()
     rsps.add(responses.POST, REVOKE_URL, status=200)
-    received = []
-    signals.connection_revoked.connect(
-        lambda **kw: received.append(kw["revoked_at_lexware"]), weak=False, dispatch_uid="t3"
-    )
-    try:
-        assert tokens.revoke(connection) is True
-    finally:
-        signals.connection_revoked.disconnect(dispatch_uid="t3")
+    received = capture_signal(signals.connection_revoked)
+    assert tokens.revoke(connection) is True
     call = rsps.calls[0]
     assert call.request.headers["Authorization"] == BASIC
     assert form(call) == {"token": REFRESH_TOKEN}
     row = reload(connection)
     assert row.status == LexofficeConnection.Status.REVOKED
     assert row.access_token == "" and row.refresh_token == "" and row.last_error == ""
-    assert received == [True]
+    assert [kw["revoked_at_lexware"] for kw in received] == [True]
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,10 @@ from django_lexoffice.models import LexofficeConnection
 def home(request: HttpRequest) -> HttpResponse:
     """Explain the demo and offer the connect button; list the visitor's connections."""
     connections = (
-        LexofficeConnection.objects.filter(user=request.user).order_by("company_name", "pk")
+        # The page needs no token: none is decrypted (it works with a wrong key).
+        LexofficeConnection.objects.without_tokens()
+        .filter(user=request.user)
+        .order_by("company_name", "pk")
         if request.user.is_authenticated
         else LexofficeConnection.objects.none()
     )
