@@ -11,4 +11,5 @@ urlpatterns = [
     path("callback/", views.callback, name="callback"),
     path("connections/", views.connections, name="connections"),
     path("connections/<int:pk>/disconnect/", views.disconnect, name="disconnect"),
+    path("connections/<int:pk>/remove/", views.remove, name="remove"),
 ]

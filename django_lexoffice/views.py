@@ -1,8 +1,10 @@
-"""Views of the ``lexoffice`` URL namespace: login, callback, connections, disconnect."""
+"""Views of the ``lexoffice`` URL namespace: login, callback, connections, disconnect, remove."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from functools import wraps
 from typing import Any
 
 import requests
@@ -17,9 +19,10 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
+from django.views.decorators.clickjacking import xframe_options_deny
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.debug import sensitive_variables
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods
 from social_core.actions import do_auth, do_complete
 from social_core.exceptions import (
     AuthAssociationError,
@@ -78,11 +81,48 @@ def _load_backend(request: HttpRequest) -> Any:
     return load_backend(strategy, LexofficeOAuth2.name, redirect_uri=redirect_uri)
 
 
-def _no_referrer(response: HttpResponse) -> HttpResponse:
-    response["Referrer-Policy"] = "no-referrer"
-    return response
+#: The callback's URL holds the code and the state: the next page's ``Referer`` and
+#: ``document.referrer`` get the origin only. Never ``no-referrer``: with it browsers send
+#: ``Origin: null`` on the next page's form POSTs, and Django's CSRF check refuses them.
+REFERRER_POLICY = "strict-origin"
+
+_View = Callable[..., HttpResponse]
 
 
+def strict_origin_referrer(view: _View) -> _View:
+    """Send ``Referrer-Policy: strict-origin`` with every response of ``view``, whatever branch."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        response = view(request, *args, **kwargs)
+        response["Referrer-Policy"] = REFERRER_POLICY
+        return response
+
+    return wrapper
+
+
+def post_only(view: _View) -> _View:
+    """Like ``require_POST``, but a wrong method gets a short page linking back to the
+    connections page (browsers show an empty 405 as "This page isn't working")."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if request.method != "POST":
+            response = render(
+                request,
+                "django_lexoffice/method_not_allowed.html",
+                {"connections_url": reverse("lexoffice:connections")},
+                status=405,
+            )
+            response["Allow"] = "POST"
+            return response
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+@strict_origin_referrer
+@xframe_options_deny
 @never_cache
 @login_not_required
 @csrf_protect
@@ -106,7 +146,7 @@ def login(request: HttpRequest) -> HttpResponse:
     except (SocialAuthBaseException, LexofficeConfigurationError):
         logger.exception("Cannot start the lexoffice authorization")
         return _failure_page(request, "configuration")
-    return _no_referrer(response)
+    return response
 
 
 def _do_login(backend: Any, user: Any, social_user: Any) -> None:
@@ -135,6 +175,8 @@ def _classify(exc: Exception) -> str:
     return "lexware_error"
 
 
+@strict_origin_referrer
+@xframe_options_deny
 @never_cache
 @login_not_required
 @require_GET
@@ -144,7 +186,7 @@ def callback(request: HttpRequest) -> HttpResponse:
 
     Success redirects to a clean URL (the validated ``next``, else the
     connections page); every failure answers a page saying what to try next.
-    Either way with ``Referrer-Policy: no-referrer``: this URL holds the code.
+    Either way with ``Referrer-Policy: strict-origin``: this URL holds the code.
     """
     next_url = request.session.pop(NEXT_SESSION_KEY, None)
     user = request.user if request.user.is_authenticated else None
@@ -165,24 +207,48 @@ def callback(request: HttpRequest) -> HttpResponse:
         # the traceback still reaches the logs (without frame locals).
         logger.exception("Unexpected error in the lexoffice callback")
         return _failure_page(request, "server_error")
-    if getattr(request, "lexoffice_connection", None) is None:
+    connection = getattr(request, "lexoffice_connection", None)
+    if connection is None:
         if isinstance(result, HttpResponse) and not isinstance(result, HttpResponseRedirect):
-            return _no_referrer(result)  # a pipeline step asked for something
+            return result  # a pipeline step asked for something
         return _failure_page(request, "incomplete")
+    messages.success(
+        request, _("%(company)s is connected.") % {"company": _name(connection)}, fail_silently=True
+    )
     target = next_url if _safe_next(request, next_url) else reverse("lexoffice:connections")
-    return _no_referrer(HttpResponseRedirect(target))
+    return HttpResponseRedirect(target)
 
 
 def _failure_page(request: HttpRequest, reason: str) -> HttpResponse:
+    login_url = reverse("lexoffice:login")
     context = {
         "reason": reason,
-        "login_url": reverse("lexoffice:login"),
+        "login_url": login_url,
+        # Where forms and links that come back "here" (a language switch) should point:
+        # this page's own URL holds the code and the state.
+        "page_url": login_url,
         "lexware_url": lexoffice_settings.AUTH_BASE_URL + "/",
     }
-    response = render(
+    return render(
         request, "django_lexoffice/callback_error.html", context, status=CALLBACK_FAILURES[reason]
     )
-    return _no_referrer(response)
+
+
+def _name(connection: LexofficeConnection) -> str:
+    return connection.company_name or connection.organization_id
+
+
+#: Lexware's user names start with a salutation ("Frau Erika Musterfrau"), which
+#: German would have to decline after "von" ("Herrn"); the name alone reads right.
+_SALUTATIONS = ("Herr ", "Frau ")
+
+
+def without_salutation(name: str) -> str:
+    """``"Herr Max Schmidt"`` -> ``"Max Schmidt"``; other names unchanged."""
+    for salutation in _SALUTATIONS:
+        if name.startswith(salutation) and name[len(salutation) :].strip():
+            return name[len(salutation) :].strip()
+    return name
 
 
 def _user(request: HttpRequest) -> Any:
@@ -190,14 +256,18 @@ def _user(request: HttpRequest) -> Any:
     return request.user
 
 
+@xframe_options_deny
 @never_cache
 @login_required
 @require_GET
 def connections(request: HttpRequest) -> HttpResponse:
     """The logged-in user's own lexoffice connections."""
-    user_connections = LexofficeConnection.objects.filter(user=_user(request)).order_by(
-        "company_name", "pk"
+    user_connections = list(
+        LexofficeConnection.objects.filter(user=_user(request)).order_by("company_name", "pk")
     )
+    for connection in user_connections:
+        granted_by = without_salutation(connection.lexoffice_user_name)
+        connection.granted_by = granted_by  # type: ignore[attr-defined]
     return render(
         request,
         "django_lexoffice/connections.html",
@@ -205,14 +275,15 @@ def connections(request: HttpRequest) -> HttpResponse:
     )
 
 
+@xframe_options_deny
 @never_cache
 @login_required
+@post_only
 @csrf_protect
-@require_POST
 def disconnect(request: HttpRequest, pk: int) -> HttpResponse:
     """Revoke one of the user's own connections at Lexware and clear its tokens."""
     connection = get_object_or_404(LexofficeConnection, pk=pk, user=_user(request))
-    name = connection.company_name or connection.organization_id
+    name = _name(connection)
     if tokens.revoke(connection):
         messages.success(
             request, _("%(company)s is disconnected.") % {"company": name}, fail_silently=True
@@ -227,4 +298,34 @@ def disconnect(request: HttpRequest, pk: int) -> HttpResponse:
             % {"company": name},
             fail_silently=True,
         )
+    return HttpResponseRedirect(reverse("lexoffice:connections"))
+
+
+#: Connections a user may remove from their list: Lexware no longer honours them.
+REMOVABLE_STATUSES = (
+    LexofficeConnection.Status.REVOKED,
+    LexofficeConnection.Status.REAUTHORIZATION_REQUIRED,
+)
+
+
+@xframe_options_deny
+@never_cache
+@login_required
+@post_only
+@csrf_protect
+def remove(request: HttpRequest, pk: int) -> HttpResponse:
+    """Delete one of the user's own revoked or re-authorization-required connections.
+
+    An active connection answers 404 (disconnect it first). The social-auth association
+    stays, so the user can still log in with lexoffice.
+    """
+    connection = get_object_or_404(
+        LexofficeConnection, pk=pk, user=_user(request), status__in=REMOVABLE_STATUSES
+    )
+    name = _name(connection)
+    connection.delete()
+    messages.success(
+        request, _("%(company)s is removed from your connections.") % {"company": name},
+        fail_silently=True,
+    )
     return HttpResponseRedirect(reverse("lexoffice:connections"))
