@@ -325,7 +325,8 @@ def remove(request: HttpRequest, pk: int) -> HttpResponse:
     name = _name(connection)
     connection.delete()
     messages.success(
-        request, _("%(company)s is removed from your connections.") % {"company": name},
+        request,
+        _("%(company)s is removed from your connections.") % {"company": name},
         fail_silently=True,
     )
     return HttpResponseRedirect(reverse("lexoffice:connections"))
