@@ -142,7 +142,9 @@ def login(request: HttpRequest) -> HttpResponse:
         return _failure_page(request, "configuration")
     user = request.user if request.user.is_authenticated else None
     try:
-        response = do_auth(_load_backend(request), redirect_name=_UNUSED_REDIRECT_NAME, user=user)
+        response: HttpResponse = do_auth(
+            _load_backend(request), redirect_name=_UNUSED_REDIRECT_NAME, user=user
+        )
     except (SocialAuthBaseException, LexofficeConfigurationError):
         logger.exception("Cannot start the lexoffice authorization")
         return _failure_page(request, "configuration")
