@@ -345,8 +345,9 @@ class LexofficeConnectionAdmin(_ModelAdmin):
         """The status as a coloured badge."""
         return format_html(
             '<span class="lexoffice-status lexoffice-status-{}" style="background:{};color:#fff;'
+            # An inline block that may wrap: the long German label must not widen the list.
             "border-radius:10px;padding:2px 8px;font-size:0.85em;font-weight:600;"
-            'white-space:nowrap">{}</span>',
+            'display:inline-block;max-width:11em">{}</span>',
             obj.status,
             STATUS_COLOURS.get(obj.status, "#57606a"),
             obj.get_status_display(),

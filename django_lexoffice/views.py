@@ -111,7 +111,11 @@ def post_only(view: _View) -> _View:
             response = render(
                 request,
                 "django_lexoffice/method_not_allowed.html",
-                {"connections_url": reverse("lexoffice:connections")},
+                {
+                    "connections_url": reverse("lexoffice:connections"),
+                    # A language switch comes back to a page that answers a GET.
+                    "page_url": reverse("lexoffice:connections"),
+                },
                 status=405,
             )
             response["Allow"] = "POST"
