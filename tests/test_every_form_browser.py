@@ -666,26 +666,26 @@ def demo_site(
     with running_demo(tmp_path_factory.mktemp("forms-demo")) as demo:
 
         def login() -> list[dict[str, Any]]:
-            session = requests.Session()
-            page = session.get(demo.url + "/accounts/login/", timeout=10)
-            token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
-            assert token is not None
-            response = session.post(
-                demo.url + "/accounts/login/",
-                data={
-                    "csrfmiddlewaretoken": token.group(1),
-                    "username": DEMO_ADMIN,
-                    "password": demo.admin_password,
-                },
-                headers={"Referer": demo.url + "/accounts/login/"},
-                timeout=10,
-                allow_redirects=False,
-            )
-            assert response.status_code == 302, response.text[:500]
-            return [
-                {"name": name, "value": value, "url": demo.url}
-                for name, value in session.cookies.items()
-            ]
+            with requests.Session() as session:
+                page = session.get(demo.url + "/accounts/login/", timeout=10)
+                token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
+                assert token is not None
+                response = session.post(
+                    demo.url + "/accounts/login/",
+                    data={
+                        "csrfmiddlewaretoken": token.group(1),
+                        "username": DEMO_ADMIN,
+                        "password": demo.admin_password,
+                    },
+                    headers={"Referer": demo.url + "/accounts/login/"},
+                    timeout=10,
+                    allow_redirects=False,
+                )
+                assert response.status_code == 302, response.text[:500]
+                return [
+                    {"name": name, "value": value, "url": demo.url}
+                    for name, value in session.cookies.items()
+                ]
 
         site = Site(demo.url, DEMO_ADMIN, demo.admin_password, lambda: None, login)
         connect_three_companies(browser, demo, site)

@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import polib
 import pytest
 from django.test import Client
+from django.utils import translation
 from social_django.models import UserSocialAuth
 
 from django_lexoffice import views
@@ -30,6 +31,13 @@ CATALOGUES = [
     REPO_DIR / "django_lexoffice" / "locale" / "de" / "LC_MESSAGES" / "django.po",
     REPO_DIR / "example_project" / "locale" / "de" / "LC_MESSAGES" / "django.po",
 ]
+
+
+@pytest.fixture(autouse=True)
+def english_afterwards():
+    """A German request leaves German active in this thread; later tests expect English."""
+    yield
+    translation.deactivate()
 
 
 def begin(client: Client) -> str:
@@ -303,3 +311,10 @@ def test_german_catalogue_says_unternehmen_and_lexoffice_in_lower_case(catalogue
         for text in filter(None, texts):
             assert not re.search(r"\bFirm(a|en)\b", text), text
             assert not re.search(r"Lexoffice|LexOffice|LEXOFFICE(?!_)", text), text
+
+
+@pytest.mark.parametrize("path", ["/admin/", "/admin/django_lexoffice/lexofficeconnection/"])
+def test_german_admin_writes_lexoffice_in_lower_case(admin_client, path):
+    html = admin_client.get(path, HTTP_ACCEPT_LANGUAGE="de").content.decode()
+    assert "Verbindungen zu lexoffice" in html
+    assert "Lexoffice" not in html
