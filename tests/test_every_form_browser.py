@@ -17,7 +17,13 @@ Two sites, one browser:
   a DE/EN switch and "Log out"): its pages, the app's pages in its layout, the fake
   Lexware's consent page.
 
-Needs Debian's Chromium (``apt-get install chromium``); Playwright never downloads a browser.
+The app-site error pages come from a stand-in for social-core's ``do_complete`` raising what
+each failure raises; the demo reaches its error pages the real way (a declined consent, a
+forged state) and checks the callback's ``Referrer-Policy`` on the browser's own responses.
+
+Runs in tox's ``browser`` environment (part of ``tox -m ci``); the other environments
+deselect the ``browser`` marker, so CI runs it once. Needs Debian's Chromium
+(``apt-get install chromium``); Playwright never downloads a browser.
 """
 
 from __future__ import annotations
@@ -199,9 +205,12 @@ def start_flow(page: Page, site: Site) -> None:
 
 def decline(page: Page, site: Site) -> None:
     start_flow(page, site)
-    with page.expect_navigation(wait_until=LOADED):
+    with page.expect_navigation(wait_until=LOADED) as navigation:
         page.get_by_role("button", name="Ablehnen").click()
     page.wait_for_url(re.compile(r".*/lexoffice/callback/\?"))
+    callback = navigation.value
+    assert callback is not None and callback.status == 400
+    assert callback.headers["referrer-policy"] == "strict-origin"
 
 
 def delete_confirmation(page: Page, site: Site) -> None:
@@ -733,9 +742,15 @@ def connect_three_companies(browser: Browser, demo: Demo, site: Site) -> None:
         ):
             start_flow(page, site)
             page.get_by_role("radio", name=re.compile(re.escape(company))).check()
-            with page.expect_navigation():
+            with page.expect_navigation() as navigation:
                 page.get_by_role("button", name="Zulassen").click()
             page.wait_for_url(demo.url + "/lexoffice/connections/")
+            landed = navigation.value
+            assert landed is not None and landed.request.redirected_from is not None
+            callback = landed.request.redirected_from.response()
+            assert callback is not None and "/lexoffice/callback/?" in callback.url
+            assert callback.headers["referrer-policy"] == "strict-origin"
+            assert page.locator("li.success", has_text=f"{company} is connected.").count()
         card = page.locator(".lxo-connection", has_text="Anna Weber Grafikdesign")
         card.locator("summary").click()
         with page.expect_navigation():
