@@ -123,6 +123,8 @@ def test_ci_runs_the_browser_suite_exactly_once():
     assert "browser" in ci
     assert '-m "not browser"' in config["testenv"]["commands"]
     assert "-m browser" in config["testenv:browser"]["commands"]
+    # ... and there a missing Chromium fails instead of skipping (tests/conftest.py).
+    assert "LEXOFFICE_TEST_BROWSER = required" in config["testenv:browser"]["set_env"]
     for name in config.sections():
         if name.startswith("testenv:") and name != "testenv:browser":
             assert "-m browser" not in config[name].get("commands", "")
