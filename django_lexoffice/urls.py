@@ -11,5 +11,6 @@ urlpatterns = [
     path("callback/", views.callback, name="callback"),
     path("connections/", views.connections, name="connections"),
     path("connections/<int:pk>/disconnect/", views.disconnect, name="disconnect"),
+    path("connections/<int:pk>/remove/", views.remove, name="remove"),
     path("webhook/", webhooks.webhook, name="webhook"),
 ]

@@ -1,10 +1,12 @@
-"""Views of the ``lexoffice`` URL namespace: login, callback, connections, disconnect."""
+"""Views of the ``lexoffice`` URL namespace: login, callback, connections, disconnect, remove."""
 
 from __future__ import annotations
 
 import functools
 import logging
-from typing import Any
+from collections.abc import Callable
+from functools import wraps
+from typing import TYPE_CHECKING, Any
 
 import requests
 from django.contrib import messages
@@ -19,9 +21,10 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
+from django.views.decorators.clickjacking import xframe_options_deny
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.debug import sensitive_variables
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods
 from social_core.actions import do_auth, do_complete
 from social_core.exceptions import (
     AuthAssociationError,
@@ -42,7 +45,17 @@ from .conf import settings as lexoffice_settings
 from .exceptions import LexofficeConfigurationError, LexofficeError, TokenDecryptionError
 from .models import LexofficeConnection
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
 logger = logging.getLogger(__name__)
+
+
+class AuthenticatedHttpRequest(HttpRequest):
+    """The request of a ``login_required`` view (django-stubs' recommended typing)."""
+
+    user: User
+
 
 #: Session key of the validated ``next`` URL, stored before leaving for Lexware.
 NEXT_SESSION_KEY = "lexoffice_next"
@@ -82,11 +95,52 @@ def _load_backend(request: HttpRequest) -> Any:
     return load_backend(strategy, LexofficeOAuth2.name, redirect_uri=redirect_uri)
 
 
-def _no_referrer(response: HttpResponse) -> HttpResponse:
-    response["Referrer-Policy"] = "no-referrer"
-    return response
+#: The callback's URL holds the code and the state: the next page's ``Referer`` and
+#: ``document.referrer`` get the origin only. Never ``no-referrer``: with it browsers send
+#: ``Origin: null`` on the next page's form POSTs, and Django's CSRF check refuses them.
+REFERRER_POLICY = "strict-origin"
+
+_View = Callable[..., HttpResponse]
 
 
+def strict_origin_referrer(view: _View) -> _View:
+    """Send ``Referrer-Policy: strict-origin`` with every response of ``view``, whatever branch."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        response = view(request, *args, **kwargs)
+        response["Referrer-Policy"] = REFERRER_POLICY
+        return response
+
+    return wrapper
+
+
+def post_only(view: _View) -> _View:
+    """Like ``require_POST``, but a wrong method gets a short page linking back to the
+    connections page (browsers show an empty 405 as "This page isn't working")."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if request.method != "POST":
+            response = render(
+                request,
+                "django_lexoffice/method_not_allowed.html",
+                {
+                    "connections_url": reverse("lexoffice:connections"),
+                    # A language switch comes back to a page that answers a GET.
+                    "page_url": reverse("lexoffice:connections"),
+                },
+                status=405,
+            )
+            response["Allow"] = "POST"
+            return response
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+@strict_origin_referrer
+@xframe_options_deny
 @never_cache
 @login_not_required
 @csrf_protect
@@ -106,11 +160,13 @@ def login(request: HttpRequest) -> HttpResponse:
         return _failure_page(request, "configuration")
     user = request.user if request.user.is_authenticated else None
     try:
-        response = do_auth(_load_backend(request), redirect_name=_UNUSED_REDIRECT_NAME, user=user)
+        response: HttpResponse = do_auth(
+            _load_backend(request), redirect_name=_UNUSED_REDIRECT_NAME, user=user
+        )
     except (SocialAuthBaseException, LexofficeConfigurationError):
         logger.exception("Cannot start the lexoffice authorization")
         return _failure_page(request, "configuration")
-    return _no_referrer(response)
+    return response
 
 
 def _do_login(backend: Any, user: Any, social_user: Any) -> None:
@@ -173,6 +229,8 @@ def _forget_query(request: HttpRequest) -> None:
 
 
 @_forget_query_afterwards
+@strict_origin_referrer
+@xframe_options_deny
 @never_cache
 @login_not_required
 @require_GET
@@ -183,7 +241,7 @@ def callback(request: HttpRequest) -> HttpResponse:
 
     Success redirects to a clean URL (the validated ``next``, else the
     connections page); every failure answers a page saying what to try next.
-    Either way with ``Referrer-Policy: no-referrer``: this URL holds the code.
+    Either way with ``Referrer-Policy: strict-origin``: this URL holds the code.
     The state is spent by the first callback that presents it, whatever follows.
     """
     try:
@@ -214,12 +272,16 @@ def callback(request: HttpRequest) -> HttpResponse:
         # the traceback still reaches the logs (frame locals hidden from error reports).
         logger.exception("Unexpected error in the lexoffice callback")
         return _failure_page(request, "server_error")
-    if getattr(request, "lexoffice_connection", None) is None:
+    connection = getattr(request, "lexoffice_connection", None)
+    if connection is None:
         if isinstance(result, HttpResponse) and not isinstance(result, HttpResponseRedirect):
-            return _no_referrer(result)  # a pipeline step asked for something
+            return result  # a pipeline step asked for something
         return _failure_page(request, "incomplete")
+    messages.success(
+        request, _("%(company)s is connected.") % {"company": _name(connection)}, fail_silently=True
+    )
     target = next_url if _safe_next(request, next_url) else reverse("lexoffice:connections")
-    return _no_referrer(HttpResponseRedirect(target))
+    return HttpResponseRedirect(target)
 
 
 def _spend_state(request: HttpRequest, backend: LexofficeOAuth2) -> None:
@@ -235,33 +297,52 @@ def _spend_state(request: HttpRequest, backend: LexofficeOAuth2) -> None:
 
 
 def _failure_page(request: HttpRequest, reason: str) -> HttpResponse:
+    login_url = reverse("lexoffice:login")
     context = {
         "reason": reason,
-        "login_url": reverse("lexoffice:login"),
+        "login_url": login_url,
+        # Where forms and links that come back "here" (a language switch) should point:
+        # this page's own URL holds the code and the state.
+        "page_url": login_url,
         "lexware_url": lexoffice_settings.AUTH_BASE_URL + "/",
     }
-    response = render(
+    return render(
         request, "django_lexoffice/callback_error.html", context, status=CALLBACK_FAILURES[reason]
     )
-    return _no_referrer(response)
 
 
-def _user(request: HttpRequest) -> Any:
-    """The logged-in user (the views using this are ``login_required``)."""
-    return request.user
+def _name(connection: LexofficeConnection) -> str:
+    return connection.company_name or connection.organization_id
 
 
+#: Lexware's user names start with a salutation ("Frau Erika Musterfrau"), which
+#: German would have to decline after "von" ("Herrn"); the name alone reads right.
+_SALUTATIONS = ("Herr ", "Frau ")
+
+
+def without_salutation(name: str) -> str:
+    """``"Herr Max Schmidt"`` -> ``"Max Schmidt"``; other names unchanged."""
+    for salutation in _SALUTATIONS:
+        if name.startswith(salutation) and name[len(salutation) :].strip():
+            return name[len(salutation) :].strip()
+    return name
+
+
+@xframe_options_deny
 @never_cache
 @login_required
 @require_GET
-def connections(request: HttpRequest) -> HttpResponse:
+def connections(request: AuthenticatedHttpRequest) -> HttpResponse:
     """The logged-in user's own lexoffice connections."""
     # No token is needed here: none is decrypted (the page works with a wrong key).
-    user_connections = (
+    user_connections = list(
         LexofficeConnection.objects.without_tokens()
-        .filter(user=_user(request))
+        .filter(user=request.user)
         .order_by("company_name", "pk")
     )
+    for connection in user_connections:
+        granted_by = without_salutation(connection.lexoffice_user_name)
+        connection.granted_by = granted_by  # type: ignore[attr-defined]
     return render(
         request,
         "django_lexoffice/connections.html",
@@ -269,17 +350,18 @@ def connections(request: HttpRequest) -> HttpResponse:
     )
 
 
+@xframe_options_deny
 @never_cache
 @login_required
+@post_only
 @csrf_protect
-@require_POST
 @transaction.non_atomic_requests  # revoking commits on its own
-def disconnect(request: HttpRequest, pk: int) -> HttpResponse:
+def disconnect(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     """Revoke one of the user's own connections at Lexware and clear its tokens."""
     connection = get_object_or_404(
-        LexofficeConnection.objects.without_tokens(), pk=pk, user=_user(request)
+        LexofficeConnection.objects.without_tokens(), pk=pk, user=request.user
     )
-    name = connection.company_name or connection.organization_id
+    name = _name(connection)
     try:
         confirmed = tokens.revoke(connection)
     except TokenDecryptionError:
@@ -304,4 +386,39 @@ def disconnect(request: HttpRequest, pk: int) -> HttpResponse:
             % {"company": name},
             fail_silently=True,
         )
+    return HttpResponseRedirect(reverse("lexoffice:connections"))
+
+
+#: Connections a user may remove from their list: Lexware no longer honours them.
+REMOVABLE_STATUSES = (
+    LexofficeConnection.Status.REVOKED,
+    LexofficeConnection.Status.REAUTHORIZATION_REQUIRED,
+)
+
+
+@xframe_options_deny
+@never_cache
+@login_required
+@post_only
+@csrf_protect
+@transaction.non_atomic_requests  # deleting revokes at Lexware first
+def remove(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    """Delete one of the user's own revoked or re-authorization-required connections.
+
+    An active connection answers 404 (disconnect it first). The social-auth association
+    stays, so the user can still log in with lexoffice.
+    """
+    connection = get_object_or_404(
+        LexofficeConnection.objects.without_tokens(),
+        pk=pk,
+        user=request.user,
+        status__in=REMOVABLE_STATUSES,
+    )
+    name = _name(connection)
+    connection.delete()
+    messages.success(
+        request,
+        _("%(company)s is removed from your connections.") % {"company": name},
+        fail_silently=True,
+    )
     return HttpResponseRedirect(reverse("lexoffice:connections"))

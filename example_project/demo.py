@@ -11,6 +11,8 @@
    (``--reset-admin-password`` prints a new one later),
 5. serves the site with ``runserver --noreload``.
 
+Ctrl+C or ``kill <pid>`` (SIGTERM) of this launcher stops the server it started.
+
 Safe to run again: every step skips what is already done. Without ``LEXOFFICE_CLIENT_ID`` in
 the environment the demo uses the built-in fake Lexware; see ``demo_site/settings.py`` for the
 variables that switch to Lexware's sandbox or production.
@@ -22,6 +24,7 @@ import argparse
 import hashlib
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import venv
@@ -33,6 +36,10 @@ VENV_DIR = REPO_DIR / ".demo-venv"
 STAMP = VENV_DIR / ".django-lexoffice-install"
 ADMIN_USERNAME = "admin"
 MIN_PYTHON = (3, 11)
+#: Signals that stop the launcher, and with it the server it started.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: Seconds the server gets to stop by itself before it is terminated, then killed.
+STOP_GRACE = 5.0
 
 
 def say(message: str) -> None:
@@ -87,6 +94,51 @@ def ensure_venv() -> Path:
         )
         STAMP.write_text(fingerprint + "\n", encoding="utf-8")
     return python
+
+
+class _Stop(Exception):
+    """Raised in the launcher by a stop signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stop(signum: int, frame: object) -> None:
+    raise _Stop(signum)
+
+
+def run_child(command: list[str], *, grace: float = STOP_GRACE) -> int:
+    """Run ``command`` and return its exit status; a stop signal stops it too.
+
+    Without this, ``kill <launcher pid>`` left the server running and holding the port.
+    Ctrl+C reaches the whole process group, so the child first gets ``grace`` seconds to
+    stop by itself; then it is terminated, and killed if it still runs.
+    """
+    child = subprocess.Popen(command)
+    previous = {signum: signal.signal(signum, _raise_stop) for signum in STOP_SIGNALS}
+    try:
+        try:
+            return child.wait()
+        except _Stop as stop:
+            signum = stop.signum
+        for ignored in STOP_SIGNALS:  # a second Ctrl+C must not cut the clean-up short
+            signal.signal(ignored, signal.SIG_IGN)
+        if signum != signal.SIGINT:
+            child.terminate()
+        try:
+            child.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            child.terminate()
+            try:
+                child.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        return 128 + signum
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def ensure_admin(reset_password: bool) -> str | None:
@@ -160,10 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     if not in_demo_venv():
         python = ensure_venv()
         command = [str(python), str(Path(__file__).resolve()), *argv]
-        try:
-            sys.exit(subprocess.call(command))
-        except KeyboardInterrupt:
-            sys.exit(130)
+        sys.exit(run_child(command))
     try:
         serve(args.port, args.reset_admin_password)
     except KeyboardInterrupt:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
@@ -35,6 +36,11 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(
             "LEXOFFICE_TEST_DB=postgres but no PostgreSQL answers on 127.0.0.1:5432. "
             "Start it (pg_ctlcluster <version> main start) or unset LEXOFFICE_TEST_DB."
+        )
+    if os.environ.get("LEXOFFICE_TEST_BROWSER") == "required" and shutil.which("chromium") is None:
+        raise pytest.UsageError(
+            "LEXOFFICE_TEST_BROWSER=required but there is no `chromium` on PATH. Install "
+            "Debian's: apt-get install -y chromium (the tests never download a browser)."
         )
 
 

@@ -49,7 +49,7 @@ def test_login_creates_user_connection_and_lands_on_clean_url(client, fake_lexwa
     received = [kw["connection"].pk for kw in created]
     assert response.status_code == 302
     assert response["Location"] == "/lexoffice/connections/"
-    assert response["Referrer-Policy"] == "no-referrer"
+    assert response["Referrer-Policy"] == "strict-origin"
     connection = LexofficeConnection.objects.get()
     assert received == [connection.pk]
     assert connection.status == "active" and connection.scopes == ["profile.read", "contacts.read"]
@@ -131,7 +131,7 @@ def test_sec06_access_denied_is_friendly_and_stores_nothing(client, fake_lexware
     callback_url = fake_lexware.deny(begin(client))
     response = follow_callback(client, callback_url)
     assert response.status_code == 400
-    assert response["Referrer-Policy"] == "no-referrer"
+    assert response["Referrer-Policy"] == "strict-origin"
     assert b"You declined access" in response.content
     assert_nothing_stored()
 
@@ -167,7 +167,7 @@ def test_sec03_bad_or_missing_state_stores_nothing(client, fake_lexware, params)
     begin(client)
     response = client.get("/lexoffice/callback/", params)
     assert response.status_code == 400
-    assert response["Referrer-Policy"] == "no-referrer"
+    assert response["Referrer-Policy"] == "strict-origin"
     assert b"invalid, expired or was already used" in response.content
     assert_nothing_stored()
     assert fake_lexware.count("token") == 0
@@ -288,7 +288,7 @@ def test_sec18_lexware_failures_give_a_clear_page_and_store_nothing(
     fake_lexware.inject(endpoint, kind)
     response = connect(client, fake_lexware)
     assert response.status_code in (400, 502, 503)
-    assert response["Referrer-Policy"] == "no-referrer"
+    assert response["Referrer-Policy"] == "strict-origin"
     assert reason in response.content
     assert_nothing_stored()
 

@@ -64,7 +64,7 @@ def test_sec17_fuzzed_callback_never_500_never_stores(client, fake_lexware, quer
     client.post("/lexoffice/login/")  # a real flow in progress in this session
     response = client.get("/lexoffice/callback/", query)
     assert response.status_code in (302, 400)
-    assert response["Referrer-Policy"] == "no-referrer"
+    assert response["Referrer-Policy"] == "strict-origin"
     assert_nothing_stored()
 
 

@@ -267,8 +267,9 @@ def test_model_texts_are_german() -> None:
             str(LexofficeConnection.Status.REAUTHORIZATION_REQUIRED.label)
             == "Erneute Autorisierung erforderlich"
         )
-        assert str(LexofficeConnection._meta.verbose_name) == "lexoffice-Verbindung"
-        assert str(LexofficeConnection._meta.verbose_name_plural) == "lexoffice-Verbindungen"
+        # The admin capitalizes model names: "lexoffice" goes where it stays lower case.
+        assert str(LexofficeConnection._meta.verbose_name) == "Verbindung zu lexoffice"
+        assert str(LexofficeConnection._meta.verbose_name_plural) == "Verbindungen zu lexoffice"
         assert str(LexofficeConnection._meta.get_field("organization_id").verbose_name) == (
             "Organisations-ID"
         )

@@ -15,6 +15,7 @@ admin.site.site_title = _("django-lexoffice demo")
 
 urlpatterns: list[URLPattern | URLResolver] = [
     path("", views.home, name="home"),
+    path("favicon.ico", views.favicon, name="favicon"),
     path(
         "accounts/login/",
         auth_views.LoginView.as_view(redirect_authenticated_user=True),
@@ -28,4 +29,8 @@ urlpatterns: list[URLPattern | URLResolver] = [
 
 if settings.DEMO_FAKE_LEXWARE:
     # The built-in fake Lexware stands in for app.lexware.de and api.lexware.io.
-    urlpatterns.append(path("fake-lexware/", include("django_lexoffice.testing.urls")))
+    urlpatterns += [
+        # Where the real Lexware has its sign-in page (the error pages link there).
+        path("fake-lexware/", views.fake_lexware, name="fake_lexware"),
+        path("fake-lexware/", include("django_lexoffice.testing.urls")),
+    ]
