@@ -106,6 +106,9 @@ class LexofficeConnection(models.Model):
     next_attempt_at = models.DateTimeField(
         _("next refresh attempt not before"), null=True, blank=True
     )
+    # Written at most once an hour by policy.record_use(), never by save(): the on_use
+    # refresh policy keeps only recently used connections fresh.
+    last_used_at = models.DateTimeField(_("last used at"), null=True, blank=True, editable=False)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
