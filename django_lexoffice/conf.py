@@ -26,8 +26,10 @@ DEFAULT_RATE_LIMIT = 1.8
 #: ``LEXOFFICE_REFRESH_POLICY`` values (``django_lexoffice.policy.RefreshPolicy`` names them).
 REFRESH_POLICIES: tuple[str, ...] = ("keep_fresh", "on_use")
 #: ``on_use``: connections used within this window are kept fresh like ``keep_fresh`` does.
-#: Three days: a connection used on a Friday is still kept fresh on Monday morning.
-DEFAULT_ACTIVE_WINDOW = timedelta(days=3)
+#: Two days: a connection used every working day stays fresh from one day to the next whatever
+#: the hour; after a weekend its first call waits for one refresh. Each day of window costs six
+#: refreshes a day per connection used in it.
+DEFAULT_ACTIVE_WINDOW = timedelta(days=2)
 #: ``on_use``: an idle connection is refreshed this often, only to keep its refresh token alive.
 #: Lexware documents no idle limit for refresh tokens. Among OAuth servers that have one, common
 #: defaults are about 15 days (Auth0's idle refresh token lifetime) and 30 days (Keycloak's

@@ -136,7 +136,7 @@ def test_the_defaults_keep_every_connection_fresh_and_refresh_idle_ones_weekly(
     assert Rules.from_settings() == Rules(
         RefreshPolicy.KEEP_FRESH,
         timedelta(seconds=lexoffice_settings.REFRESH_MARGIN),
-        timedelta(days=3),
+        timedelta(days=2),
         timedelta(days=7),
     )
 
