@@ -438,3 +438,10 @@ def test_current_capacity_counts_active_and_recently_used_connections_in_one_que
 
     assert len(queries) == 1
     assert (capacity.connections, capacity.kept_fresh, capacity.idle) == (3, 1, 2)
+
+
+def test_capacity_of_no_connections_needs_nothing() -> None:
+    capacity = policy.refresh_capacity(0, rules=ON_USE, rate=1.8)
+
+    assert str(capacity) == '0 connections need 0.0 req/s of 1.8 (0 %) to refresh under "on_use".'
+    assert capacity.warning == ""
