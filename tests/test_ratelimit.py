@@ -9,6 +9,7 @@ import bisect
 import itertools
 import json
 import os
+import statistics
 import subprocess
 import sys
 import threading
@@ -705,8 +706,10 @@ def test_an_interactive_caller_is_not_pushed_back_by_background_processes(
     interval = 1 / rate
     assert len(waits) >= 4
     # First come, first served, each of the 3 workers' bookings would push the user back by
-    # one interval (0.6 s); with lanes the user waits at most about one interval.
-    assert max(waits) <= interval + 0.1, waits
+    # one interval, 0.6 s every time; with lanes the user waits at most about one interval
+    # (plus the lookahead, 0.05 s). The maximum allows for a busy machine's scheduling delays.
+    assert statistics.median(waits) <= interval + 0.05, waits
+    assert max(waits) < processes * interval, waits
     granted = sorted(user_granted + [stamp for stamps in background for stamp in stamps])
     assert max_in_window(granted, 2.0) <= rate * 2 + 1
     left = rate * duration - len(user_granted)  # the slots the user left over the run
