@@ -445,3 +445,18 @@ def test_capacity_of_no_connections_needs_nothing() -> None:
 
     assert str(capacity) == '0 connections need 0.0 req/s of 1.8 (0 %) to refresh under "on_use".'
     assert capacity.warning == ""
+
+
+@pytest.mark.django_db
+def test_due_connections_narrows_a_given_queryset(
+    make_connection: Callable[..., LexofficeConnection],
+) -> None:
+    soon = timezone.now() + timedelta(minutes=1)
+    mine = make_connection(organization_id="mine", expires_at=soon)
+    make_connection(organization_id="other", expires_at=soon)
+
+    picked = policy.due_connections(
+        LexofficeConnection.objects.filter(organization_id="mine"), rules=KEEP_FRESH
+    )
+
+    assert list(picked) == [mine]
