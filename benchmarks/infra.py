@@ -110,14 +110,24 @@ def stop(process: subprocess.Popen[str], timeout: float = 10) -> None:
 
 
 @contextmanager
-def fake_server(infra_env: dict[str, str], workdir: Path, token_rate: float) -> Iterator[str]:
-    """Serve the fake Lexware over HTTP on 127.0.0.1; yields its base URL."""
-    port_file = workdir / "fake-port"
-    log = (workdir / "fake-server.log").open("w")
+def fake_server(
+    infra_env: dict[str, str], workdir: Path, token_rate: float, *, limit_all: bool = False
+) -> Iterator[str]:
+    """Serve the fake Lexware over HTTP on 127.0.0.1; yields its base URL.
+
+    ``token_rate`` limits the token endpoint, or with ``limit_all`` every endpoint together.
+    """
+    name = "fake-all" if limit_all else "fake"
+    port_file = workdir / f"{name}-port"
+    log = (workdir / f"{name}-server.log").open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.fake_server", str(port_file)],
         cwd=ROOT,
-        env={**infra_env, "LEXOFFICE_BENCH_TOKEN_RATE": str(token_rate)},
+        env={
+            **infra_env,
+            "LEXOFFICE_BENCH_TOKEN_RATE": str(token_rate),
+            "LEXOFFICE_BENCH_LIMIT_ALL": "1" if limit_all else "",
+        },
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=log,

@@ -30,6 +30,11 @@ class Plan:
     client_default_rate_too: bool
     logins: int
     login_repeats: int
+    lanes_connections: int
+    lanes_seconds: float
+    lanes_repeats: int
+    lanes_control: bool
+    capacity_sizes: tuple[int, ...]
 
 
 FULL = Plan(
@@ -42,6 +47,11 @@ FULL = Plan(
     client_default_rate_too=True,
     logins=40,
     login_repeats=9,
+    lanes_connections=1000,
+    lanes_seconds=60,
+    lanes_repeats=3,
+    lanes_control=True,
+    capacity_sizes=(1000, 10000, 100000),
 )
 QUICK = Plan(
     command_connections=200,
@@ -53,6 +63,11 @@ QUICK = Plan(
     client_default_rate_too=False,
     logins=20,
     login_repeats=5,
+    lanes_connections=200,
+    lanes_seconds=20,
+    lanes_repeats=1,
+    lanes_control=False,
+    capacity_sizes=(1000, 10000),
 )
 
 
@@ -63,7 +78,9 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="smaller N, 15 s client run (< 2 min)")
     parser.add_argument(
-        "--only", default="1,2,3,4", help="comma-separated benchmarks to run (default: 1,2,3,4)"
+        "--only",
+        default="1,2,3,4,5,6",
+        help="comma-separated benchmarks to run (default: 1,2,3,4,5,6)",
     )
     parser.add_argument(
         "--markdown", type=Path, help="also write the table and machine as Markdown"
@@ -106,7 +123,14 @@ def _run(
     django.setup()
     from django.core.management import call_command
 
-    from . import bench_callback, bench_client, bench_command, bench_cost
+    from . import (
+        bench_callback,
+        bench_capacity,
+        bench_client,
+        bench_command,
+        bench_cost,
+        bench_lanes,
+    )
     from .gate import HitLog
 
     call_command("migrate", verbosity=0)
@@ -120,6 +144,15 @@ def _run(
             infra, hits, plan.client_seconds, plan.client_default_rate_too
         ),
         "4": lambda: bench_callback.run(plan.logins, plan.login_repeats),
+        "5": lambda: bench_lanes.run(
+            infra,
+            hits,
+            plan.lanes_connections,
+            plan.lanes_seconds,
+            plan.lanes_repeats,
+            plan.lanes_control,
+        ),
+        "6": lambda: bench_capacity.run(plan.capacity_sizes),
     }
     results: list[Result] = []
     try:

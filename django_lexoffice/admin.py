@@ -222,7 +222,7 @@ DETAIL_FIELDSETS: Any = (
         },
     ),
     (_("Last error"), {"fields": ("last_error_display", "last_error_at", "consecutive_failures")}),
-    (_("Dates"), {"fields": ("created_at", "updated_at")}),
+    (_("Dates"), {"fields": ("created_at", "updated_at", "last_used_at")}),
     # Webhooks and the two-year renewal (issue 15).
     (
         _("Authorization"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.conf import settings as django_settings
+from django.core.exceptions import ImproperlyConfigured
 
 PRODUCTION_AUTH_BASE_URL = "https://app.lexware.de"
 PRODUCTION_API_BASE_URL = "https://api.lexware.io"
@@ -84,6 +85,20 @@ DEFAULT_AUTHORIZATION_LIFETIME = timedelta(days=730)
 
 #: Lexware allows 2 requests per second per client; stay a little below it.
 DEFAULT_RATE_LIMIT = 1.8
+
+#: ``LEXOFFICE_REFRESH_POLICY`` values (``django_lexoffice.policy.RefreshPolicy`` names them).
+REFRESH_POLICIES: tuple[str, ...] = ("keep_fresh", "on_use")
+#: ``on_use``: connections used within this window are kept fresh like ``keep_fresh`` does.
+#: Two days: a connection used every working day stays fresh from one day to the next whatever
+#: the hour; after a weekend its first call waits for one refresh. Each day of window costs six
+#: refreshes a day per connection used in it.
+DEFAULT_ACTIVE_WINDOW = timedelta(days=2)
+#: ``on_use``: an idle connection is refreshed this often, only to keep its refresh token alive.
+#: Lexware documents no idle limit for refresh tokens. Among OAuth servers that have one, common
+#: defaults are about 15 days (Auth0's idle refresh token lifetime) and 30 days (Keycloak's
+#: offline session idle). A week stays a factor of two below the shorter one and costs 1/42 of
+#: keeping a connection fresh (one refresh a week instead of six a day).
+DEFAULT_IDLE_REFRESH_INTERVAL = timedelta(days=7)
 
 
 class Settings:
@@ -178,6 +193,27 @@ class Settings:
         return float(getattr(django_settings, "LEXOFFICE_RATE_LIMIT_MAX_WAIT", 30.0))
 
     @property
+    def REFRESH_POLICY(self) -> str:
+        """``"keep_fresh"`` (every active connection) or ``"on_use"`` (recently used ones,
+        idle ones only to keep them alive, the rest when next used)."""
+        value = getattr(django_settings, "LEXOFFICE_REFRESH_POLICY", "keep_fresh")
+        if value not in REFRESH_POLICIES:
+            raise ImproperlyConfigured(
+                f'LEXOFFICE_REFRESH_POLICY must be "keep_fresh" or "on_use", not {value!r}.'
+            )
+        return str(value)
+
+    @property
+    def REFRESH_ACTIVE_WINDOW(self) -> timedelta:
+        """``on_use``: how recently a connection must have been used to be kept fresh."""
+        return _days("LEXOFFICE_REFRESH_ACTIVE_WINDOW", DEFAULT_ACTIVE_WINDOW)
+
+    @property
+    def IDLE_REFRESH_INTERVAL(self) -> timedelta:
+        """``on_use``: how often an idle connection is refreshed to keep its refresh token alive."""
+        return _days("LEXOFFICE_IDLE_REFRESH_INTERVAL", DEFAULT_IDLE_REFRESH_INTERVAL)
+
+    @property
     def TIMEOUT(self) -> tuple[float, float]:
         value = getattr(django_settings, "LEXOFFICE_TIMEOUT", (5, 30))
         if isinstance(value, (int, float)):
@@ -229,6 +265,18 @@ class Settings:
         if value is None or isinstance(value, timedelta):
             return value
         return timedelta(days=float(value))
+
+
+def _days(name: str, default: timedelta) -> timedelta:
+    """A setting given as a ``timedelta`` or a positive number of days."""
+    value = getattr(django_settings, name, default)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = timedelta(days=value)
+    if not isinstance(value, timedelta) or value <= timedelta(0):
+        raise ImproperlyConfigured(
+            f"{name} must be a positive timedelta or number of days, not {value!r}."
+        )
+    return value
 
 
 settings = Settings()

@@ -180,6 +180,9 @@ class LexofficeConnection(models.Model):
     reauthorization_due_sent_for = models.DateTimeField(
         _("renewal reminder sent for"), null=True, blank=True, editable=False
     )
+    # Written at most once an hour by policy.record_use(), never by save(): the on_use
+    # refresh policy keeps only recently used connections fresh.
+    last_used_at = models.DateTimeField(_("last used at"), null=True, blank=True, editable=False)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 

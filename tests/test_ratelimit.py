@@ -1,12 +1,15 @@
 """The shared token bucket: GCRA arithmetic, waiting and giving up, the LocMem lock path, the
-Redis Lua path, and several OS processes sharing one bucket through Redis."""
+Redis Lua path, several OS processes sharing one bucket through Redis, and the two lanes
+(interactive first, background from the slots left)."""
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import itertools
 import json
 import os
+import statistics
 import subprocess
 import sys
 import threading
@@ -21,7 +24,7 @@ from django.core.cache import cache, caches
 
 from django_lexoffice import ratelimit
 from django_lexoffice.exceptions import RateLimitTimeout
-from django_lexoffice.ratelimit import SharedTokenBucket
+from django_lexoffice.ratelimit import Lane, SharedTokenBucket
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -373,10 +376,10 @@ def test_redis_path_acquire_paces_real_calls(redis_alias: str) -> None:
     assert time.monotonic() - started >= 4 / 20 * 0.9
 
 
-@pytest.mark.redis
-def test_processes_share_one_bucket_through_redis(redis_url: str) -> None:
-    rate, duration, processes = 10.0, 3.0, 4
-    key = f"processes-{uuid.uuid4().hex}"
+def _start_workers(
+    redis_url: str, key: str, rate: float, duration: float, processes: int, lane: str = ""
+) -> list[subprocess.Popen[str]]:
+    """Start ``tests.ratelimit_worker`` processes and wait until each has imported Django."""
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.settings_redis",
@@ -385,7 +388,7 @@ def test_processes_share_one_bucket_through_redis(redis_url: str) -> None:
     command = [sys.executable, "-m", "tests.ratelimit_worker", key, str(rate), str(duration)]
     workers = [
         subprocess.Popen(
-            command,
+            [*command, lane] if lane else command,
             cwd=ROOT,
             env=env,
             stdin=subprocess.PIPE,
@@ -395,21 +398,321 @@ def test_processes_share_one_bucket_through_redis(redis_url: str) -> None:
         )
         for _ in range(processes)
     ]
-    for worker in workers:  # wait until every worker has imported Django
+    for worker in workers:
         assert worker.stdout is not None
         assert worker.stdout.readline().strip() == "ready", worker.communicate(timeout=30)[1]
-    start_at = f"{time.time() + 0.2}\n"
+    return workers
+
+
+def _send_start(workers: list[subprocess.Popen[str]], start_at: float) -> None:
+    """Tell every worker the common start time (epoch seconds)."""
     for worker in workers:
         assert worker.stdin is not None
-        worker.stdin.write(start_at)
+        worker.stdin.write(f"{start_at}\n")
         worker.stdin.flush()  # communicate() closes it
-    outputs = [worker.communicate(timeout=30) for worker in workers]
 
+
+def _collect(workers: list[subprocess.Popen[str]]) -> list[list[float]]:
+    """Each worker's grant times; every worker must have exited cleanly."""
+    outputs = [worker.communicate(timeout=30) for worker in workers]
     for worker, (_, stderr) in zip(workers, outputs, strict=True):
         assert worker.returncode == 0, stderr
-    per_process = [json.loads(stdout) for stdout, _ in outputs]
+    return [json.loads(stdout) for stdout, _ in outputs]
+
+
+@pytest.mark.redis
+def test_processes_share_one_bucket_through_redis(redis_url: str) -> None:
+    rate, duration, processes = 10.0, 3.0, 4
+    workers = _start_workers(redis_url, f"processes-{uuid.uuid4().hex}", rate, duration, processes)
+    _send_start(workers, time.time() + 0.2)
+    per_process = _collect(workers)
+
     granted = [stamp for stamps in per_process for stamp in stamps]
     fair_share = len(granted) / processes
     assert all(len(stamps) >= fair_share / 2 for stamps in per_process), "no process starves"
     assert max_in_window(granted, 2.0) <= rate * 2 + 1
     assert len(granted) >= rate * duration * 0.8, "the bucket must let the rate through"
+
+
+# -- lanes: interactive first, background from the slots left ------------------------------------
+
+
+def test_calls_are_interactive_unless_made_inside_background() -> None:
+    assert ratelimit.current_lane() is Lane.INTERACTIVE
+
+    with ratelimit.background():
+        assert ratelimit.current_lane() is Lane.BACKGROUND
+        with ratelimit.background():
+            assert ratelimit.current_lane() is Lane.BACKGROUND
+        assert ratelimit.current_lane() is Lane.BACKGROUND
+
+    assert ratelimit.current_lane() is Lane.INTERACTIVE
+
+
+def test_the_background_lane_ends_with_its_block_even_on_error() -> None:
+    with pytest.raises(KeyError), ratelimit.background():
+        raise KeyError("boom")
+
+    assert ratelimit.current_lane() is Lane.INTERACTIVE
+
+
+def test_background_holds_only_for_its_own_thread() -> None:
+    seen: list[Lane] = []
+
+    with ratelimit.background():
+        other = threading.Thread(target=lambda: seen.append(ratelimit.current_lane()))
+        other.start()
+        other.join()
+
+    assert seen == [Lane.INTERACTIVE]
+
+
+def test_background_holds_only_for_its_own_asyncio_task() -> None:
+    async def lane_inside_background() -> Lane:
+        with ratelimit.background():
+            await asyncio.sleep(0)
+            return ratelimit.current_lane()
+
+    async def lane_outside() -> Lane:
+        await asyncio.sleep(0)
+        return ratelimit.current_lane()
+
+    async def both() -> list[Lane]:
+        return list(await asyncio.gather(lane_inside_background(), lane_outside()))
+
+    assert asyncio.run(both()) == [Lane.BACKGROUND, Lane.INTERACTIVE]
+
+
+def test_background_alone_runs_at_the_full_rate(clock: FakeClock) -> None:
+    bucket = bucket_on(clock, rate=2)
+    granted = []
+
+    for _ in range(6):
+        bucket.acquire(max_wait=10, lane=Lane.BACKGROUND)
+        granted.append(clock.now)
+
+    gaps = [later - earlier for earlier, later in itertools.pairwise(granted)]
+    assert gaps == pytest.approx([0.5] * 5, abs=1e-6)
+
+
+def test_the_lane_defaults_to_the_current_one(clock: FakeClock) -> None:
+    bucket = bucket_on(clock, rate=2)
+    bucket.acquire()
+    clock.sleeps.clear()
+
+    with ratelimit.background():
+        bucket.acquire()
+
+    # The background way: sleep until the slot is near, then take it; not one booked sleep.
+    assert len(clock.sleeps) == 2
+    assert sum(clock.sleeps) == pytest.approx(0.5)
+
+
+def test_a_waiting_background_caller_reserves_nothing(clock: FakeClock) -> None:
+    bucket = bucket_on(clock, rate=2)
+    bucket.acquire()  # the slot at 0 is gone; the next is at 0.5
+    interactive_waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        if not interactive_waits:  # a user arrives while the background caller sleeps
+            interactive = SharedTokenBucket(
+                "test-client", rate=2, clock=clock, sleep=interactive_waits.append
+            )
+            interactive.acquire(lane=Lane.INTERACTIVE)
+        clock.sleep(seconds)
+
+    background = SharedTokenBucket("test-client", rate=2, clock=clock, sleep=sleep)
+    started = clock.now
+
+    waited = background.acquire(lane=Lane.BACKGROUND)
+
+    assert interactive_waits == [pytest.approx(0.5)]  # the next free slot, not one behind us
+    assert waited == pytest.approx(1.0)  # we got the slot after the user's
+    assert clock.now - started == pytest.approx(1.0)
+
+
+def test_an_interactive_caller_waits_at_most_one_interval_behind_background_work(
+    clock: FakeClock,
+) -> None:
+    bucket = bucket_on(clock, rate=2)
+    for _ in range(5):  # several background callers took slots back to back
+        bucket.acquire(lane=Lane.BACKGROUND)
+
+    waited = bucket_on(clock, rate=2).acquire(lane=Lane.INTERACTIVE)
+
+    assert waited <= bucket.interval + bucket.lookahead
+
+
+def test_interactive_callers_book_ahead_and_background_goes_after_them(clock: FakeClock) -> None:
+    bucket = bucket_on(clock, rate=2)
+    waits: list[float] = []
+    users = SharedTokenBucket("test-client", rate=2, clock=clock, sleep=waits.append)
+    for _ in range(3):  # three users book 0, 0.5 and 1.0 without the clock moving
+        users.acquire(lane=Lane.INTERACTIVE)
+
+    assert bucket.acquire(lane=Lane.BACKGROUND) == pytest.approx(1.5)
+    assert waits == [pytest.approx(0.5), pytest.approx(1.0)]
+
+
+def test_background_books_at_most_the_lookahead_ahead(clock: FakeClock) -> None:
+    bucket = bucket_on(clock, rate=2)
+    bucket.acquire()
+    clock.now += bucket.interval - bucket.lookahead / 2  # the next slot is near
+
+    assert bucket.acquire(lane=Lane.BACKGROUND) == pytest.approx(bucket.lookahead / 2, abs=1e-6)
+    assert bucket.lookahead == pytest.approx(0.05)
+    assert bucket_on(clock, rate=20).lookahead == pytest.approx(0.0125)  # a quarter interval
+
+
+def test_background_gives_up_when_the_next_free_slot_is_beyond_max_wait(
+    clock: FakeClock,
+) -> None:
+    bucket = bucket_on(clock, rate=0.5)
+    bucket.acquire()
+
+    with pytest.raises(RateLimitTimeout):
+        bucket.acquire(max_wait=1, lane=Lane.BACKGROUND)
+
+    assert clock.sleeps == []
+    assert bucket.try_acquire() == pytest.approx(2.0)  # and it reserved nothing
+
+
+def test_background_gives_up_when_users_keep_every_slot(clock: FakeClock) -> None:
+    bucket = bucket_on(clock, rate=2)
+    users = SharedTokenBucket("test-client", rate=2, clock=clock, sleep=lambda _: None)
+
+    def sleep(seconds: float) -> None:
+        users.acquire(max_wait=100, lane=Lane.INTERACTIVE)  # a user takes the slot first
+        clock.sleep(seconds)
+
+    background = SharedTokenBucket("test-client", rate=2, clock=clock, sleep=sleep)
+    bucket.acquire()
+
+    with pytest.raises(RateLimitTimeout):
+        background.acquire(max_wait=3, lane=Lane.BACKGROUND)
+
+
+def test_count_reserves_consecutive_slots(clock: FakeClock) -> None:
+    bucket = bucket_on(clock, rate=2)
+
+    assert bucket.acquire(count=2) == 0  # the first slot is now: the two calls go from here
+    assert bucket.try_acquire() == pytest.approx(1.0)  # the next caller queues two behind
+    assert bucket.try_acquire(count=2) == pytest.approx(1.0)
+
+
+def test_background_takes_several_slots_only_when_the_first_is_free(clock: FakeClock) -> None:
+    bucket = bucket_on(clock, rate=2)
+    bucket.acquire(count=2)
+
+    assert bucket.acquire(count=2, lane=Lane.BACKGROUND) == pytest.approx(1.0)
+    assert bucket.try_acquire() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("count", [0, -1, 1.5, True])
+def test_count_must_be_a_positive_whole_number(clock: FakeClock, count: Any) -> None:
+    with pytest.raises(ValueError, match="count must be a positive whole number"):
+        bucket_on(clock, rate=2).acquire(count=count)
+
+
+def test_module_acquire_passes_count_and_lane(settings: Any) -> None:
+    settings.LEXOFFICE_RATE_LIMIT = 0.01  # one call per 100 s
+
+    assert ratelimit.acquire("lanes", count=2, lane=Lane.BACKGROUND) < 0.5
+    with pytest.raises(RateLimitTimeout):
+        ratelimit.acquire("lanes", max_wait=150, lane=Lane.BACKGROUND)  # two slots taken
+    with pytest.raises(RateLimitTimeout), ratelimit.background():
+        ratelimit.acquire("lanes", max_wait=150)
+
+
+# -- the one cache lock ------------------------------------------------------------------------
+
+
+def test_cache_lock_is_held_for_the_block_and_released() -> None:
+    with ratelimit.cache_lock(cache, "a-lock", timeout=5):
+        assert cache.get("a-lock") is not None
+        with pytest.raises(ratelimit.CacheLockBusy, match="a-lock"):
+            with ratelimit.cache_lock(cache, "a-lock", timeout=5):
+                pass  # pragma: no cover
+
+    assert cache.get("a-lock") is None
+
+
+def test_cache_lock_waits_for_a_busy_lock_up_to_wait() -> None:
+    cache.add("a-lock", "someone")
+    polls: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        polls.append(seconds)
+        if len(polls) == 3:
+            cache.delete("a-lock")  # the holder finishes
+
+    with ratelimit.cache_lock(cache, "a-lock", timeout=5, wait=10, sleep=sleep):
+        assert cache.get("a-lock") not in (None, "someone")
+
+    assert polls == [0.001] * 3
+
+
+def test_cache_lock_gives_up_after_wait() -> None:
+    cache.add("a-lock", "someone")
+    started = time.monotonic()
+
+    with pytest.raises(ratelimit.CacheLockBusy):
+        with ratelimit.cache_lock(cache, "a-lock", timeout=5, wait=0.05):
+            pass  # pragma: no cover
+
+    assert 0.05 <= time.monotonic() - started < 1
+    assert cache.get("a-lock") == "someone"
+
+
+@pytest.mark.redis
+def test_redis_path_background_reserves_nothing_while_it_waits(redis_alias: str) -> None:
+    key = f"redis-{uuid.uuid4().hex}"
+    seen: list[float] = []
+    user = SharedTokenBucket(key, rate=2, cache_alias=redis_alias)
+
+    def sleep(seconds: float) -> None:
+        if not seen:
+            seen.append(user.try_acquire())  # a slot 0.5 s ahead is not booked by background
+        time.sleep(seconds)
+
+    background = SharedTokenBucket(key, rate=2, cache_alias=redis_alias, sleep=sleep)
+    assert user.try_acquire() == 0
+
+    background.acquire(lane=Lane.BACKGROUND)
+
+    assert 0.4 < seen[0] <= 0.5
+    assert 0.4 < user.try_acquire() <= 0.5  # background's slot came after nothing we booked
+
+
+@pytest.mark.redis
+def test_an_interactive_caller_is_not_pushed_back_by_background_processes(
+    redis_alias: str, redis_url: str
+) -> None:
+    rate, duration, processes = 5.0, 3.0, 3
+    key = f"lanes-{uuid.uuid4().hex}"
+    workers = _start_workers(redis_url, key, rate, duration, processes, lane="background")
+    start_at = time.time() + 0.3
+    _send_start(workers, start_at)
+    user = SharedTokenBucket(key, rate=rate, cache_alias=redis_alias)
+    waits: list[float] = []
+    user_granted: list[float] = []
+    time.sleep(max(0.0, start_at + 0.4 - time.time()))  # the background workers are busy
+    while time.time() < start_at + duration - 0.3:
+        waits.append(user.acquire(max_wait=5, lane=Lane.INTERACTIVE))
+        user_granted.append(time.time())
+        time.sleep(0.4)
+    background = _collect(workers)
+
+    interval = 1 / rate
+    assert len(waits) >= 4
+    # First come, first served, each of the 3 workers' bookings would push the user back by
+    # one interval, 0.6 s every time; with lanes the user waits at most about one interval
+    # (plus the lookahead, 0.05 s). The maximum allows for a busy machine's scheduling delays.
+    assert statistics.median(waits) <= interval + 0.05, waits
+    assert max(waits) < processes * interval, waits
+    granted = sorted(user_granted + [stamp for stamps in background for stamp in stamps])
+    assert max_in_window(granted, 2.0) <= rate * 2 + 1
+    left = rate * duration - len(user_granted)  # the slots the user left over the run
+    assert sum(map(len, background)) >= left * 0.8, "background uses the slots the user leaves"
+    fair_share = sum(map(len, background)) / processes
+    assert all(len(stamps) >= fair_share / 2 for stamps in background), "no worker starves"
