@@ -34,6 +34,7 @@ from .admin_webhooks import AuthorizationEndsFilter, ConnectionWebhooksAdminMixi
 from .backends import LexofficeOAuth2
 from .conf import settings as lexoffice_settings
 from .models import LexofficeConnection, LexofficeConnectionQuerySet
+from .policy import current_capacity
 from .tokens import RefreshOutcome
 
 SOCIAL_AUTH_PROVIDER = LexofficeOAuth2.name
@@ -282,6 +283,12 @@ class LexofficeConnectionAdmin(ConnectionWebhooksAdminMixin, _ModelAdmin):
         # both work when FIELD_ENCRYPTION_KEY is wrong.
         queryset = cast(LexofficeConnectionQuerySet, super().get_queryset(request))
         return queryset.without_tokens()
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> Any:
+        # The refresh load in words ("1,200 connections need 0.08 req/s of 1.8 (4 %)"),
+        # with the fix when it is too much (one query).
+        context = {**(extra_context or {}), "lexoffice_capacity": current_capacity()}
+        return super().changelist_view(request, extra_context=context)
 
     def get_search_fields(self, request: HttpRequest) -> list[str]:
         """Username, user e-mail, company, organization id and lexoffice e-mail: never a token."""

@@ -16,7 +16,7 @@ from django.db import transaction
 from django.db.models import Count, Min, Q
 from django.utils import timezone
 
-from . import tokens
+from . import policy, tokens
 from .conf import settings as lexoffice_settings
 from .models import LexofficeConnection
 from .tokens import RefreshOutcome
@@ -28,16 +28,7 @@ BATCH_SIZE = 100
 Reporter = Callable[[LexofficeConnection, str, str], None]
 
 #: Fields a refresh run reads from each row before locking it (tokens are read under the lock).
-_ROW_FIELDS = (
-    "pk",
-    "user_id",
-    "organization_id",
-    "company_name",
-    "expires_at",
-    "status",
-    "last_refreshed_at",
-    "next_attempt_at",
-)
+_ROW_FIELDS = ("pk", "user_id", "organization_id", "company_name", *sorted(policy.FIELDS))
 
 
 @dataclass

@@ -12,6 +12,7 @@ from cryptography.fernet import Fernet
 from django.apps import apps
 from django.conf import settings as django_settings
 from django.core.checks import Error, Tags, Warning, register
+from django.core.exceptions import ImproperlyConfigured
 
 from .conf import BACKEND_PATH, KNOWN_SCOPES
 from .conf import settings as lexoffice_settings
@@ -132,6 +133,7 @@ def _check_webhooks() -> list[Error | Warning]:
                 id="lexoffice.E010",
             )
         )
+    errors.extend(_check_refresh_policy())
     if not lexoffice_settings.WEBHOOK_URL and list(events) != list(DEFAULT_WEBHOOK_EVENTS):
         errors.append(
             Warning(
@@ -266,6 +268,16 @@ def _check_webhook_url() -> list[Warning]:
             )
         ]
     return []
+
+
+def _check_refresh_policy() -> list[Error]:
+    errors = []
+    for name in ("REFRESH_POLICY", "REFRESH_ACTIVE_WINDOW", "IDLE_REFRESH_INTERVAL"):
+        try:
+            getattr(lexoffice_settings, name)
+        except ImproperlyConfigured as exc:  # the message says what to write
+            errors.append(Error(str(exc), id="lexoffice.E011"))
+    return errors
 
 
 def _check_rate_limit_cache() -> list[Warning]:

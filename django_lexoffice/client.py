@@ -37,6 +37,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import nullcontext
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -47,7 +48,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, InvalidHeader, MaxRetryError
 from urllib3.util.retry import Retry
 
-from . import __version__, tokens
+from . import __version__, policy, ratelimit, tokens
 from .conf import settings as lexoffice_settings
 from .exceptions import ContractIssue, LexofficeAPIError, NoResponse, TransientRefreshError
 from .http import require_secure_url, take_slots
@@ -180,6 +181,10 @@ class LexofficeClient:
     refresh: send the user to ``lexoffice:login``), :class:`TransientRefreshError` (the token
     expired and Lexware could not refresh it right now) and :class:`RateLimitTimeout`.
 
+    ``background=True`` marks a client of a batch job: its calls (and refreshes) take only the
+    rate-limit slots interactive callers leave. By default a client is interactive: a
+    person waits for it.
+
     Retries: ``max_retries`` bounds each kind (see :class:`LexofficeRetry`; the 500 "rate
     limit" hook and the 401 retry come on top), waiting ``backoff_factor * 2**(n-1)`` plus up
     to ``backoff_jitter`` seconds before retry ``n``.
@@ -195,6 +200,7 @@ class LexofficeClient:
         backoff_jitter: float = DEFAULT_BACKOFF_JITTER,
         backoff_max: float = DEFAULT_BACKOFF_MAX,
         bucket: SharedTokenBucket | None = None,
+        background: bool = False,
     ) -> None:
         self.connection = connection
         self.base_url = lexoffice_settings.API_BASE_URL
@@ -205,6 +211,9 @@ class LexofficeClient:
         self.backoff_max = backoff_max
         #: A bucket of its own instead of the shared one (for tests); normally ``None``.
         self.bucket = bucket
+        #: Background work (a batch job, not a person waiting) takes only the rate-limit
+        #: slots interactive callers leave.
+        self.background = background
         self.session = self._make_session()
 
     @classmethod
@@ -248,13 +257,15 @@ class LexofficeClient:
         method = method.upper()
         url = self._url(path)
         kwargs = self._request_kwargs(kwargs)
-        self._ensure_fresh_token()
-        response = self._send_with_throttle_retries(method, url, kwargs)
-        if response.status_code == 401:
-            # Lexware may kill a token early (password change, logout): refresh once, retry once.
-            response.close()
-            self._refresh_after_401()
+        with ratelimit.background() if self.background else nullcontext():
+            self._ensure_fresh_token()
             response = self._send_with_throttle_retries(method, url, kwargs)
+            if response.status_code == 401:
+                # Lexware may kill a token early (password change, logout): refresh once, retry.
+                response.close()
+                self._refresh_after_401()
+                response = self._send_with_throttle_retries(method, url, kwargs)
+        policy.record_use(self.connection)  # for LEXOFFICE_REFRESH_POLICY = "on_use"
         self._note_contract_state(method, url, response)  # HTTP 402 (issue 15)
         if raise_for_status and response.status_code >= 400:
             raise self._api_error(method, url, response)

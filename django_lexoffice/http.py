@@ -57,17 +57,18 @@ def _is_loopback(host: str | None) -> bool:
 
 
 def take_slots(count: int = 1, *, bucket: Any = None) -> float:
-    """Take ``count`` slots of the shared rate limit; return the seconds waited.
+    """Take ``count`` consecutive slots of the shared rate limit; return the seconds waited.
 
-    The one way into the rate limit (``bucket`` overrides the shared bucket, for tests).
-    Raises :class:`RateLimitTimeout` when no slot comes within
-    ``LEXOFFICE_RATE_LIMIT_MAX_WAIT``, and :class:`RateLimitUnavailable` when the cache
-    behind the limit fails: nothing is sent to Lexware unpaced.
+    The one way into the rate limit (``bucket`` overrides the shared bucket, for tests), in
+    the caller's lane (interactive, or background inside :func:`ratelimit.background()
+    <django_lexoffice.ratelimit.background>`). Raises :class:`RateLimitTimeout` when no slot
+    comes within ``LEXOFFICE_RATE_LIMIT_MAX_WAIT``, and :class:`RateLimitUnavailable` when
+    the cache behind the limit fails: nothing is sent to Lexware unpaced.
     """
-    waited = 0.0
     try:
-        for _ in range(count):
-            waited += bucket.acquire() if bucket is not None else ratelimit.acquire()
+        if bucket is not None:
+            return float(bucket.acquire(count=count))
+        return ratelimit.acquire(count=count)
     except LexofficeError:
         raise
     except Exception as exc:
@@ -77,7 +78,6 @@ def take_slots(count: int = 1, *, bucket: Any = None) -> float:
             f"(LEXOFFICE_RATE_LIMIT_CACHE={lexoffice_settings.RATE_LIMIT_CACHE!r}) failed: "
             f"{type(exc).__name__}: {str(exc)[:200]}. Nothing was sent to Lexware."
         ) from None
-    return waited
 
 
 @sensitive_variables()  # form data and client credentials, also in the frames below

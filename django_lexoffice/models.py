@@ -12,6 +12,7 @@ from django.db.models.functions import Length
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from . import policy
 from .conf import settings as lexoffice_settings
 from .exceptions import (
     ConnectionNotActive,
@@ -55,9 +56,12 @@ class LexofficeConnectionQuerySet(models.QuerySet["LexofficeConnection"]):
     def due_for_refresh(
         self, within: timedelta | int | float | None = None
     ) -> LexofficeConnectionQuerySet:
-        """Active connections whose :meth:`LexofficeConnection.needs_refresh` is true: expiring,
-        and not waiting for the retry of a failed refresh."""
-        return self.active().expiring(within).exclude(self._waiting_for_retry())
+        """The connections a refresh run refreshes now: ``needs_refresh()`` in SQL.
+
+        Active, not waiting for the retry of a failed refresh, and due under
+        ``LEXOFFICE_REFRESH_POLICY`` with ``within`` as the margin
+        (:mod:`~django_lexoffice.policy`)."""
+        return self.filter(policy.due_q(policy.Rules.from_settings(margin=within)))
 
     def waiting_for_retry(
         self, within: timedelta | int | float | None = None
@@ -288,19 +292,25 @@ class LexofficeConnection(models.Model):
         return self.next_attempt_at is not None and self.next_attempt_at > timezone.now()
 
     def needs_refresh(self, margin: float | None = None, *, urgent: bool = False) -> bool:
-        """Whether to refresh now: the access token expires within ``margin`` seconds
-        (default ``LEXOFFICE_REFRESH_MARGIN``) and no failed refresh waits for its retry.
+        """Whether to refresh now.
 
-        ``urgent`` is for a caller about to use the token: it refreshes despite a pending
-        retry once the token is as good as expired (:data:`EXPIRY_SKEW`). The database
-        counterpart is ``LexofficeConnection.objects.due_for_refresh()``.
+        For a refresh run: what ``LEXOFFICE_REFRESH_POLICY`` decides (:func:`policy.is_due
+        <django_lexoffice.policy.is_due>`: active, no failed refresh waiting for its retry,
+        and the access token expiring within ``margin`` seconds, default
+        ``LEXOFFICE_REFRESH_MARGIN``; under ``on_use`` only for a recently used connection, or
+        an idle one to keep it alive). Its database counterpart is
+        ``LexofficeConnection.objects.due_for_refresh()``.
+
+        ``urgent`` is for a caller about to use the token: the policy does not matter, the
+        token does. It expires within ``margin``, and a pending retry is waited for only
+        while the token is not as good as expired (:data:`EXPIRY_SKEW`).
         """
-        margin = lexoffice_settings.REFRESH_MARGIN if margin is None else margin
-        if not self.expires_within(margin):
+        rules = policy.Rules.from_settings(margin=margin)
+        if not urgent:
+            return policy.is_due(self, rules, timezone.now())
+        if not self.expires_within(rules.margin.total_seconds()):
             return False
-        if not self.is_waiting_for_retry:
-            return True
-        return urgent and self.expires_within(EXPIRY_SKEW)
+        return not self.is_waiting_for_retry or self.expires_within(EXPIRY_SKEW)
 
     def raise_unless_active(self) -> None:
         """Raise :class:`~django_lexoffice.exceptions.ConnectionNotActive` unless active."""

@@ -48,6 +48,11 @@ CAPACITY_WARNING_SHARE = 0.5
 
 _ACTIVE = "active"
 
+#: The fields of a connection the decision reads (a row loaded without them cannot decide).
+FIELDS = frozenset(
+    {"status", "expires_at", "last_used_at", "last_refreshed_at", "created_at", "next_attempt_at"}
+)
+
 
 class RefreshPolicy(StrEnum):
     """The values of ``LEXOFFICE_REFRESH_POLICY``."""

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from django.db import transaction
 from django.utils import timezone
 
+from . import ratelimit
 from .client import LexofficeClient
 from .conf import settings as lexoffice_settings
 from .exceptions import LexofficeError
@@ -237,7 +238,19 @@ def sync_all(
 ) -> SyncSummary:
     """:func:`sync_connection` for every active connection (optionally one user's or one
     organization's), by primary key in batches. ``report(connection, result, error)`` is
-    called once per connection."""
+    called once per connection. A batch job: its calls take only the rate-limit slots
+    interactive callers leave (:func:`~django_lexoffice.ratelimit.background`)."""
+    with ratelimit.background():
+        return _sync_all(dry_run=dry_run, user=user, organization_id=organization_id, report=report)
+
+
+def _sync_all(
+    *,
+    dry_run: bool,
+    user: Any,
+    organization_id: str | None,
+    report: Callable[[LexofficeConnection, SyncResult | None, str], None] | None,
+) -> SyncSummary:
     summary = SyncSummary()
     queryset = LexofficeConnection.objects.active()
     if user is not None:

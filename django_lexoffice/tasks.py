@@ -29,6 +29,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
 
 from datetime import datetime
 
+from . import ratelimit
 from .batch import due_connections, iter_due
 from .models import LexofficeConnection
 from .renewal import send_reauthorization_due
@@ -57,7 +58,8 @@ def refresh_connection(pk: int, margin: float | None = None) -> str:
     and retried by a later beat run after the row's backoff. Lexware refusing the
     client is raised, so Celery's error reporting sees it.
     """
-    result = attempt_refresh(LexofficeConnection(pk=pk), margin=margin, skip_locked=True)
+    with ratelimit.background():
+        result = attempt_refresh(LexofficeConnection(pk=pk), margin=margin, skip_locked=True)
     if result.outcome is RefreshOutcome.CLIENT_REFUSED and result.error is not None:
         raise result.error
     return result.outcome.value

@@ -29,6 +29,7 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
+from . import policy
 from .conf import settings as lexoffice_settings
 from .exceptions import (
     ClientConfigurationError,
@@ -226,9 +227,14 @@ def _refreshed_since(current: LexofficeConnection, seen: _Seen | None) -> bool:
 
 
 def _caller_sees_need(connection: LexofficeConnection, margin: float) -> bool:
-    if "expires_at" in connection.get_deferred_fields():
-        return True
-    return connection.needs_refresh(margin, urgent=True)
+    if connection._state.adding or connection.get_deferred_fields() & policy.FIELDS:
+        return True  # the caller did not load what decides it: ask under the lock
+    return _needs_refresh(connection, margin)
+
+
+def _needs_refresh(connection: LexofficeConnection, margin: float) -> bool:
+    """Due for a refresh run (the policy) or for a caller about to use the token."""
+    return connection.needs_refresh(margin) or connection.needs_refresh(margin, urgent=True)
 
 
 def _refresh_locked(
@@ -276,7 +282,7 @@ def _reason_to_skip(
 ) -> RefreshOutcome | None:
     if _refreshed_since(current, seen):
         return RefreshOutcome.SKIPPED  # another worker refreshed since the caller looked
-    if force or retry_now or current.needs_refresh(margin, urgent=True):
+    if force or retry_now or _needs_refresh(current, margin):
         # Due. Only if the caller saw it too, and so took a rate-limit slot before the lock.
         return None if call else RefreshOutcome.SKIPPED
     if current.expires_within(margin):  # due, but a failed refresh waits for its retry

@@ -82,9 +82,9 @@ class CountingBucket(SharedTokenBucket):
         super().__init__("counting", rate=1000)
         self.taken = 0
 
-    def acquire(self, max_wait: float | None = None) -> float:
-        self.taken += 1
-        return super().acquire(max_wait)
+    def acquire(self, max_wait: float | None = None, **kwargs: Any) -> float:
+        self.taken += kwargs.get("count", 1)
+        return super().acquire(max_wait, **kwargs)
 
 
 @pytest.fixture(autouse=True)

@@ -58,6 +58,7 @@ def test_refreshes_expiring_connections_soonest_first(rsps, make_connection):
         f"Refreshed Sooner (#{sooner.pk})\n"
         f"Refreshed Later (#{later.pk})\n"
         "Refreshed 2, skipped 0, failed 0, re-authorization required 0.\n"
+        '3 connections need 0.0002 req/s of 1000.0 (0 %) to refresh under "keep_fresh".\n'
     )
     assert LexofficeConnection.objects.get(pk=sooner.pk).refresh_token == "r0"
     assert LexofficeConnection.objects.get(pk=later.pk).refresh_token == "r1"
@@ -167,6 +168,7 @@ def test_connections_waiting_to_retry_are_reported_never_hidden(rsps, make_conne
     assert out == (
         f"Waiting to retry Testfirma GmbH (#{waiting.pk}) after a failure; next attempt {clock}\n"
         f"1 waiting to retry after a failure; next attempt {clock} (--retry-now retries at once).\n"
+        '1 connection needs 0.0001 req/s of 1000.0 (0 %) to refresh under "keep_fresh".\n'
     )
 
 

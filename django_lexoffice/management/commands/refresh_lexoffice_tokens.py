@@ -16,9 +16,11 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 from django.utils.formats import date_format
 
+from ... import ratelimit
 from ...batch import WOULD_REFRESH, RefreshSummary, refresh_due_connections, waiting_for_retry
 from ...conf import settings as lexoffice_settings
 from ...models import LexofficeConnection
+from ...policy import current_capacity
 from ...renewal import send_reauthorization_due
 from ...tokens import RefreshOutcome
 
@@ -97,16 +99,18 @@ class Command(BaseCommand):
                 self.stderr.write(f"Failed to refresh {label}: {detail}")
 
         try:
-            summary = refresh_due_connections(
-                margin=margin,
-                force=force,
-                retry_now=retry_now,
-                user=user_obj,
-                organization_id=organization,
-                dry_run=dry_run,
-                limit=limit,
-                report=report,
-            )
+            # A batch job: it takes only the rate-limit slots interactive callers leave.
+            with ratelimit.background():
+                summary = refresh_due_connections(
+                    margin=margin,
+                    force=force,
+                    retry_now=retry_now,
+                    user=user_obj,
+                    organization_id=organization,
+                    dry_run=dry_run,
+                    limit=limit,
+                    report=report,
+                )
         finally:
             if progress is not None:
                 progress.close()
@@ -123,6 +127,7 @@ class Command(BaseCommand):
                     f"{_clock(connection.next_attempt_at)}"
                 )
         self._write_summary(summary, dry_run=dry_run)
+        self._write_capacity(verbosity)
         if not dry_run:
             self._remind_renewals(verbosity)
         if dry_run:
@@ -183,6 +188,15 @@ class Command(BaseCommand):
                 f"{len(due)} connection{'s' if len(due) != 1 else ''} must be connected again "
                 "soon (reauthorization_due sent)."
             )
+
+    def _write_capacity(self, verbosity: int) -> None:
+        """What share of the request budget refresh needs (``-v 2``); a warning, with the fix,
+        on stderr whenever it is too much."""
+        capacity = current_capacity()
+        if verbosity >= 2:
+            self.stdout.write(str(capacity))
+        if capacity.warning:
+            self.stderr.write(f"Warning: {capacity} {capacity.warning}")
 
     def _get_user(self, username: str) -> Any:
         user_model = get_user_model()
