@@ -11,7 +11,6 @@ import sys
 from datetime import datetime
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 from django.utils.formats import date_format
@@ -23,6 +22,7 @@ from ...models import LexofficeConnection
 from ...policy import current_capacity
 from ...renewal import send_reauthorization_due
 from ...tokens import RefreshOutcome
+from ..selection import add_selection_arguments, connection_label, get_user
 
 #: The ``-v 2`` line for each outcome ("{label}" is the company and row id).
 OUTCOME_LINES: dict[str, str] = {
@@ -56,10 +56,7 @@ class Command(BaseCommand):
             action="store_true",
             help="Also retry, at once, connections whose failed refresh waits for its retry.",
         )
-        parser.add_argument("--user", metavar="USERNAME", help="Only this user's connections.")
-        parser.add_argument(
-            "--organization", metavar="ORGANIZATION_ID", help="Only this lexoffice organization."
-        )
+        add_selection_arguments(parser)
         parser.add_argument(
             "--dry-run", action="store_true", help="Show what would be refreshed; change nothing."
         )
@@ -84,12 +81,12 @@ class Command(BaseCommand):
             raise CommandError("--margin must be zero or positive.")
         if limit is not None and limit < 1:
             raise CommandError("--limit must be at least 1.")
-        user_obj = self._get_user(user) if user else None
+        user_obj = get_user(user)
         margin = lexoffice_settings.REFRESH_MARGIN if margin is None else margin
         progress = self._progress_bar(verbosity)
 
         def report(connection: LexofficeConnection, outcome: str, detail: str) -> None:
-            label = f"{connection.company_name or connection.organization_id} (#{connection.pk})"
+            label = connection_label(connection)
             if progress is not None:
                 progress.update(1)
             if outcome in OUTCOME_LINES:
@@ -119,9 +116,7 @@ class Command(BaseCommand):
                 margin=margin, user=user_obj, organization_id=organization
             ).only("pk", "company_name", "organization_id", "next_attempt_at")
             for connection in waiting.iterator():
-                label = (
-                    f"{connection.company_name or connection.organization_id} (#{connection.pk})"
-                )
+                label = connection_label(connection)
                 self.stdout.write(
                     f"Waiting to retry {label} after a failure; next attempt "
                     f"{_clock(connection.next_attempt_at)}"
@@ -177,9 +172,7 @@ class Command(BaseCommand):
 
         def report(connection: LexofficeConnection, ends_at: Any) -> None:
             if verbosity >= 2:
-                label = (
-                    f"{connection.company_name or connection.organization_id} (#{connection.pk})"
-                )
+                label = connection_label(connection)
                 self.stdout.write(f"{label}: authorization ends on {ends_at:%Y-%m-%d}")
 
         due = send_reauthorization_due(report)
@@ -197,13 +190,6 @@ class Command(BaseCommand):
             self.stdout.write(str(capacity))
         if capacity.warning:
             self.stderr.write(f"Warning: {capacity} {capacity.warning}")
-
-    def _get_user(self, username: str) -> Any:
-        user_model = get_user_model()
-        try:
-            return user_model._default_manager.get_by_natural_key(username)
-        except user_model.DoesNotExist:
-            raise CommandError(f"No user with username {username!r}.") from None
 
     def _progress_bar(self, verbosity: int) -> Any:
         """A tqdm progress bar on stderr when stdout is a terminal and tqdm is installed."""

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...models import LexofficeConnection
 from ...subscriptions import SyncResult, sync_all
 from ...webhooks import prune_events
+from ..selection import add_selection_arguments, connection_label, get_user
 
 
 class Command(BaseCommand):
@@ -29,10 +29,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--dry-run", action="store_true", help="Show what would change; change nothing."
         )
-        parser.add_argument("--user", metavar="USERNAME", help="Only this user's connections.")
-        parser.add_argument(
-            "--organization", metavar="ORGANIZATION_ID", help="Only this lexoffice organization."
-        )
+        add_selection_arguments(parser)
 
     def handle(
         self,
@@ -43,10 +40,10 @@ class Command(BaseCommand):
         verbosity: int,
         **options: Any,
     ) -> None:
-        user_obj = self._get_user(user) if user else None
+        user_obj = get_user(user)
 
         def report(connection: LexofficeConnection, result: SyncResult | None, error: str) -> None:
-            label = f"{connection.company_name or connection.organization_id} (#{connection.pk})"
+            label = connection_label(connection)
             if result is None:
                 self.stderr.write(f"Failed to sync {label}: {error}")
                 return
@@ -76,10 +73,3 @@ class Command(BaseCommand):
                 f"{summary.failed} connection{'s' if summary.failed != 1 else ''} failed.",
                 returncode=1,
             )
-
-    def _get_user(self, username: str) -> Any:
-        user_model = get_user_model()
-        try:
-            return user_model._default_manager.get_by_natural_key(username)
-        except user_model.DoesNotExist:
-            raise CommandError(f"No user with username {username!r}.") from None
