@@ -30,9 +30,9 @@ from django_lexoffice.testing import (
     FakeLexware,
     FakeLexwareError,
     InjectedFaultError,
-    clock,
-    pkce,
+    pkce_challenge,
 )
+from django_lexoffice.testing import state as clock
 
 pytestmark = pytest.mark.urls("tests.fake_urls")
 
@@ -148,7 +148,7 @@ def oauth_error(response: requests.Response) -> str:
     ids=["rfc7636-appendix-b", "lexware-docs"],
 )
 def test_pkce_test_vectors_verify(fake: FakeLexware, verifier: str, challenge: str) -> None:
-    assert pkce.challenge(verifier) == challenge
+    assert pkce_challenge(verifier) == challenge
     code = get_code(fake, code_challenge=challenge)
     response = post_token(code_data(code, code_verifier=verifier))
     assert response.status_code == 200, response.text
@@ -1341,13 +1341,12 @@ settings.configure(
     USE_TZ=True,
 )
 django.setup()
-from django_lexoffice.testing import grants, ratelimit
 from django_lexoffice.testing.state import FakeState
 state = FakeState()
 print("ready", flush=True)
 sys.stdin.readline()  # start together
-rotated = grants.rotate(state, sys.argv[3], sys.argv[4]) is not None
-allowed = sum(ratelimit.allow(state, sys.argv[4]) for _ in range(3))
+rotated = state.rotate(sys.argv[3], sys.argv[4]) is not None
+allowed = sum(state.allow(sys.argv[4]) for _ in range(3))
 print(json.dumps({"rotated": rotated, "allowed": allowed}))
 """
 
