@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import subprocess
 import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -53,6 +55,7 @@ LEXWARE_CHALLENGE = "9s_XWOy5h9KO8CQCqzRKr3WEntoEJepUZS9d1IYh_uo"
 TESTFIRMA = DEMO_COMPANIES[0]
 BAECKEREI = DEMO_COMPANIES[1]
 MOUNT = "/fake-lexware"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -414,99 +417,110 @@ def test_token_response_shape(fake: FakeLexware) -> None:
     assert fake.count("token") == 1
 
 
-def _other_client_auth() -> dict[str, Any]:
-    return {"auth": (OTHER_ID, OTHER_SECRET)}
-
-
-TOKEN_ERRORS: dict[str, tuple[dict[str, Any], int, str]] = {
-    "credentials-in-body": (
-        {"data": {"client_id": CLIENT_ID, "client_secret": SECRET}, "auth": None},
-        401,
-        "invalid_client",
-    ),
-    "secret-in-body-and-basic": ({"data": {"client_secret": SECRET}}, 401, "invalid_client"),
-    "wrong-secret": ({"auth": (CLIENT_ID, "wrong")}, 401, "invalid_client"),
-    "unknown-client": ({"auth": ("nobody", SECRET)}, 401, "invalid_client"),
-    "no-client-auth": ({"auth": None}, 401, "invalid_client"),
-    "client-id-only-for-confidential": (
-        {"data": {"client_id": CLIENT_ID}, "auth": None},
-        401,
-        "invalid_client",
-    ),
-    "basic-and-other-body-client-id": ({"data": {"client_id": OTHER_ID}}, 401, "invalid_client"),
-    "malformed-basic": (
-        {"headers": {"Authorization": "Basic not-base64!"}, "auth": None},
-        401,
-        "invalid_client",
-    ),
-    "bearer-instead-of-basic": (
-        {"headers": {"Authorization": "Bearer abc"}, "auth": None},
-        401,
-        "invalid_client",
-    ),
-    "code-of-another-client": (_other_client_auth(), 400, "invalid_grant"),
-    "wrong-redirect-uri": ({"data": {"redirect_uri": "http://evil.test/"}}, 400, "invalid_grant"),
-    "extra-slash-redirect-uri": (
-        {"data": {"redirect_uri": REDIRECT_URI + "/"}},
-        400,
-        "invalid_grant",
-    ),
-    "missing-redirect-uri": ({"data": {"redirect_uri": None}}, 400, "invalid_request"),
-    "wrong-verifier": ({"data": {"code_verifier": LEXWARE_VERIFIER}}, 400, "invalid_grant"),
-    "verifier-is-challenge": ({"data": {"code_verifier": RFC_CHALLENGE}}, 400, "invalid_grant"),
-    "short-verifier": ({"data": {"code_verifier": "a" * 42}}, 400, "invalid_request"),
-    "long-verifier": ({"data": {"code_verifier": "a" * 129}}, 400, "invalid_request"),
-    "verifier-bad-chars": ({"data": {"code_verifier": "a" * 42 + "+"}}, 400, "invalid_request"),
-    "missing-verifier": ({"data": {"code_verifier": None}}, 400, "invalid_request"),
-    "missing-grant-type": ({"data": {"grant_type": None}}, 400, "invalid_request"),
-    # These three never present the code in a form body, so it stays usable.
-    "unknown-code": ({"data": {"code": "not-a-code"}, "keeps_code": True}, 400, "invalid_grant"),
-    "json-body": ({"json_body": True, "keeps_code": True}, 400, "invalid_request"),
-    "params-in-url": ({"url_query": True, "keeps_code": True}, 400, "invalid_request"),
-    "repeated-param": ({"repeat": "redirect_uri"}, 400, "invalid_request"),
-}
-
-
-def _send_token_variant(code: str, variant: dict[str, Any]) -> requests.Response:
-    data = code_data(code)
-    for name, value in variant.get("data", {}).items():
-        if value is None:
-            data.pop(name, None)
-        else:
-            data[name] = value
-    kwargs: dict[str, Any] = {"headers": variant.get("headers", {})}
-    auth = variant.get("auth", (CLIENT_ID, SECRET))
-    url = lexoffice_settings.TOKEN_URL
-    if variant.get("json_body"):
-        return requests.post(url, json=data, auth=auth, **kwargs)
-    if variant.get("url_query"):
-        return requests.post(f"{url}?{urlencode(data)}", data={"x": "1"}, auth=auth, **kwargs)
-    if variant.get("repeat"):
-        pairs = [*data.items(), (variant["repeat"], data[variant["repeat"]])]
-        return requests.post(url, data=pairs, auth=auth, **kwargs)
-    return requests.post(url, data=data, auth=auth, **kwargs)
+def assert_code_spent(code: str) -> None:
+    # Lexware: any error during the code exchange consumes the code.
+    retry = post_token(code_data(code))
+    assert retry.status_code == 400
+    assert oauth_error(retry) == "invalid_grant"
 
 
 @pytest.mark.parametrize(
-    ("variant", "status", "error"), TOKEN_ERRORS.values(), ids=TOKEN_ERRORS.keys()
+    ("overrides", "auth", "headers"),
+    [
+        pytest.param(
+            {"client_id": CLIENT_ID, "client_secret": SECRET}, None, {}, id="credentials-in-body"
+        ),
+        pytest.param({"client_secret": SECRET}, (CLIENT_ID, SECRET), {}, id="secret-in-body-too"),
+        pytest.param({}, (CLIENT_ID, "wrong"), {}, id="wrong-secret"),
+        pytest.param({}, ("nobody", SECRET), {}, id="unknown-client"),
+        pytest.param({}, None, {}, id="no-client-auth"),
+        pytest.param({"client_id": CLIENT_ID}, None, {}, id="client-id-only-for-confidential"),
+        pytest.param({"client_id": OTHER_ID}, (CLIENT_ID, SECRET), {}, id="other-body-client-id"),
+        pytest.param({}, None, {"Authorization": "Basic not-base64!"}, id="malformed-basic"),
+        pytest.param({}, None, {"Authorization": "Bearer abc"}, id="bearer-instead-of-basic"),
+    ],
 )
-def test_token_errors_answer_and_consume_the_code(
-    fake: FakeLexware, variant: dict[str, Any], status: int, error: str
+def test_token_refuses_bad_client_authentication_and_spends_the_code(
+    fake: FakeLexware,
+    overrides: dict[str, str],
+    auth: tuple[str, str] | None,
+    headers: dict[str, str],
 ) -> None:
     code = get_code(fake)
-    response = _send_token_variant(code, variant)
-    assert response.status_code == status
-    assert oauth_error(response) == error
-    if status == 401:
-        assert response.headers["WWW-Authenticate"].startswith("Basic")
-    retry = post_token(code_data(code))
-    if variant.get("keeps_code"):
-        assert retry.status_code == 200
-        return
-    # Lexware: any error during the code exchange consumes the code.
-    assert retry.status_code == 400
-    assert oauth_error(retry) == "invalid_grant"
+    response = post_token(code_data(code, **overrides), auth=auth, headers=headers)
+    assert response.status_code == 401
+    assert oauth_error(response) == "invalid_client"
+    assert response.headers["WWW-Authenticate"].startswith("Basic")
+    assert_code_spent(code)
     assert fake.count("token") == 0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error"),
+    [
+        pytest.param({"redirect_uri": "http://evil.test/"}, "invalid_grant", id="other-redirect"),
+        pytest.param({"redirect_uri": REDIRECT_URI + "/"}, "invalid_grant", id="extra-slash"),
+        pytest.param({"redirect_uri": None}, "invalid_request", id="missing-redirect-uri"),
+        pytest.param({"code_verifier": LEXWARE_VERIFIER}, "invalid_grant", id="wrong-verifier"),
+        pytest.param({"code_verifier": RFC_CHALLENGE}, "invalid_grant", id="challenge-as-verifier"),
+        pytest.param({"code_verifier": "a" * 42}, "invalid_request", id="short-verifier"),
+        pytest.param({"code_verifier": "a" * 129}, "invalid_request", id="long-verifier"),
+        pytest.param({"code_verifier": "a" * 42 + "+"}, "invalid_request", id="bad-characters"),
+        pytest.param({"code_verifier": None}, "invalid_request", id="missing-verifier"),
+        pytest.param({"grant_type": None}, "invalid_request", id="missing-grant-type"),
+    ],
+)
+def test_token_refuses_a_bad_exchange_and_spends_the_code(
+    fake: FakeLexware, overrides: dict[str, str | None], error: str
+) -> None:
+    code = get_code(fake)
+    response = post_token(code_data(code, **overrides))
+    assert response.status_code == 400
+    assert oauth_error(response) == error
+    assert_code_spent(code)
+    assert fake.count("token") == 0
+
+
+def test_token_code_of_another_client_is_invalid_grant_and_spent(fake: FakeLexware) -> None:
+    code = get_code(fake)
+    response = post_token(code_data(code), auth=(OTHER_ID, OTHER_SECRET))
+    assert oauth_error(response) == "invalid_grant"
+    assert_code_spent(code)
+
+
+def test_token_repeated_parameter_is_invalid_request_and_spends_the_code(
+    fake: FakeLexware,
+) -> None:
+    code = get_code(fake)
+    pairs = [*code_data(code).items(), ("redirect_uri", REDIRECT_URI)]
+    response = requests.post(lexoffice_settings.TOKEN_URL, data=pairs, auth=(CLIENT_ID, SECRET))
+    assert oauth_error(response) == "invalid_request"
+    assert_code_spent(code)
+
+
+def test_token_unknown_code_is_invalid_grant(fake: FakeLexware) -> None:
+    response = post_token(code_data("not-a-code"))
+    assert response.status_code == 400
+    assert oauth_error(response) == "invalid_grant"
+
+
+def test_token_json_body_is_refused_and_the_code_stays_usable(fake: FakeLexware) -> None:
+    code = get_code(fake)
+    url = lexoffice_settings.TOKEN_URL
+    response = requests.post(url, json=code_data(code), auth=(CLIENT_ID, SECRET))
+    assert response.status_code == 400
+    assert oauth_error(response) == "invalid_request"
+    assert post_token(code_data(code)).status_code == 200  # never presented in a form body
+
+
+def test_token_parameters_in_the_url_are_refused_and_the_code_stays_usable(
+    fake: FakeLexware,
+) -> None:
+    code = get_code(fake)
+    url = f"{lexoffice_settings.TOKEN_URL}?{urlencode(code_data(code))}"
+    response = requests.post(url, data={"x": "1"}, auth=(CLIENT_ID, SECRET))
+    assert oauth_error(response) == "invalid_request"
+    assert post_token(code_data(code)).status_code == 200
 
 
 def test_token_code_is_single_use(fake: FakeLexware) -> None:
@@ -791,28 +805,24 @@ def test_added_company_shows_up_in_profile(fake: FakeLexware) -> None:
     assert profile["smallBusiness"] is True
 
 
-BEARER_FAILURES = {
-    "no-header": {},
-    "token-in-query": {"query": True},
-    "token-in-query-and-header": {"query": True, "header": True},
-    "basic-scheme": {"scheme": "Basic"},
-    "unknown-token": {"token": "unknown"},
-}
-
-
-@pytest.mark.parametrize("variant", BEARER_FAILURES.values(), ids=BEARER_FAILURES.keys())
-def test_api_refuses_without_a_valid_bearer_header(
-    fake: FakeLexware, variant: dict[str, Any]
+@pytest.mark.parametrize(
+    ("scheme", "in_query"),
+    [(None, False), (None, True), ("Bearer", True), ("Basic", False)],
+    ids=["no-header", "token-in-query", "token-in-query-and-header", "basic-scheme"],
+)
+def test_api_accepts_the_token_in_a_bearer_header_only(
+    fake: FakeLexware, scheme: str | None, in_query: bool
 ) -> None:
-    tokens = connect(fake)
-    token = variant.get("token", tokens["access_token"])
-    headers = {}
-    if variant.get("header") or "scheme" in variant or "token" in variant:
-        headers["Authorization"] = f"{variant.get('scheme', 'Bearer')} {token}"
-    url = f"{lexoffice_settings.PROFILE_URL}"
-    if variant.get("query"):
-        url += "?" + urlencode({"access_token": token})
-    response = requests.get(url, headers=headers)
+    token = connect(fake)["access_token"]
+    headers = {"Authorization": f"{scheme} {token}"} if scheme else {}
+    params = {"access_token": token} if in_query else {}
+    response = requests.get(lexoffice_settings.PROFILE_URL, headers=headers, params=params)
+    assert response.status_code == 401
+    assert response.json() == {"message": "Unauthorized"}
+
+
+def test_api_refuses_an_unknown_token(fake: FakeLexware) -> None:
+    response = api_get("/v1/profile", "unknown")
     assert response.status_code == 401
     assert response.json() == {"message": "Unauthorized"}
 
@@ -986,58 +996,61 @@ def test_rate_limit_is_one_bucket_under_concurrency(
 # -- faults ---------------------------------------------------------------------------------------
 
 
-REFRESH_FAULTS: dict[str, tuple[dict[str, Any], int, Any, bool]] = {
-    # kind/options -> status, body check, whether the tokens rotated
-    "server_error": ({"kind": "server_error"}, 500, {"message": "Internal Server Error"}, False),
-    "server_error_503": (
-        {"kind": "server_error", "status": 503},
-        503,
-        {"message": "Service Unavailable"},
-        False,
-    ),
-    "invalid_grant": ({"kind": "invalid_grant"}, 400, "invalid_grant", False),
-    "unauthorized_client": ({"kind": "unauthorized_client"}, 400, "unauthorized_client", False),
-    "non_json": ({"kind": "non_json"}, 502, "html", False),
-    "rate_limit": ({"kind": "rate_limit"}, 429, {"message": "Too Many Requests"}, False),
-    "rate_limit_500": (
-        {"kind": "rate_limit_500"},
-        500,
-        {"message": "Internal server error or rate limit exceeded"},
-        False,
-    ),
-    "slow": ({"kind": "slow", "seconds": 0.05}, 200, None, True),
-}
-
-
 @pytest.mark.parametrize(
-    ("options", "status", "body", "rotated"), REFRESH_FAULTS.values(), ids=REFRESH_FAULTS.keys()
+    ("kind", "options", "status", "body"),
+    [
+        ("server_error", {}, 500, {"message": "Internal Server Error"}),
+        ("server_error", {"status": 503}, 503, {"message": "Service Unavailable"}),
+        ("server_error", {"status": 504}, 504, {"message": "Endpoint request timed out"}),
+        ("rate_limit", {}, 429, {"message": "Too Many Requests"}),
+        ("rate_limit_500", {}, 500, {"message": "Internal server error or rate limit exceeded"}),
+    ],
 )
-def test_refresh_faults(
-    fake: FakeLexware, options: dict[str, Any], status: int, body: Any, rotated: bool
+def test_refresh_transient_faults_answer_and_leave_the_connection(
+    fake: FakeLexware, kind: str, options: dict[str, Any], status: int, body: dict[str, str]
 ) -> None:
     tokens = connect(fake)
-    fake.inject("refresh", **options)
-    started = time.monotonic()
+    fake.inject("refresh", kind, **options)
     response = refresh(tokens["refresh_token"])
-    assert response.status_code == status
-    if isinstance(body, dict):
-        assert response.json() == body
-    elif body == "html":
-        assert response.headers["Content-Type"].startswith("text/html")
-        with pytest.raises(ValueError):
-            response.json()
-    elif isinstance(body, str):
-        assert oauth_error(response) == body
-    if options["kind"] == "slow":
-        assert time.monotonic() - started >= 0.05
-    assert fake.count("refresh") == (1 if rotated else 0)
-    if options["kind"] == "invalid_grant":
-        # Lexware's invalid_grant means the connection is gone.
-        assert not fake.is_refresh_token_valid(tokens["refresh_token"])
-    elif not rotated:
-        # Transient failures leave the connection as it was: one shot, then normal service.
-        assert fake.is_refresh_token_valid(tokens["refresh_token"])
-        assert refresh(tokens["refresh_token"]).status_code == 200
+    assert (response.status_code, response.json()) == (status, body)
+    assert fake.count("refresh") == 0
+    assert refresh(tokens["refresh_token"]).status_code == 200  # one shot, then normal service
+
+
+def test_refresh_non_json_fault_is_an_html_502(fake: FakeLexware) -> None:
+    tokens = connect(fake)
+    fake.inject("refresh", "non_json")
+    response = refresh(tokens["refresh_token"])
+    assert response.status_code == 502
+    assert response.headers["Content-Type"].startswith("text/html")
+    with pytest.raises(ValueError):
+        response.json()
+    assert fake.is_refresh_token_valid(tokens["refresh_token"])
+
+
+def test_refresh_invalid_grant_fault_ends_the_connection(fake: FakeLexware) -> None:
+    tokens = connect(fake)
+    fake.inject("refresh", "invalid_grant")
+    assert oauth_error(refresh(tokens["refresh_token"])) == "invalid_grant"
+    assert not fake.is_refresh_token_valid(tokens["refresh_token"])  # as Lexware means it
+
+
+def test_refresh_unauthorized_client_fault_leaves_the_connection(fake: FakeLexware) -> None:
+    tokens = connect(fake)
+    fake.inject("refresh", "unauthorized_client")
+    response = refresh(tokens["refresh_token"])
+    assert response.status_code == 400
+    assert oauth_error(response) == "unauthorized_client"
+    assert fake.is_refresh_token_valid(tokens["refresh_token"])
+
+
+def test_refresh_slow_fault_answers_late_and_rotates(fake: FakeLexware) -> None:
+    tokens = connect(fake)
+    fake.inject("refresh", "slow", seconds=0.05)
+    started = time.monotonic()
+    assert refresh(tokens["refresh_token"]).status_code == 200
+    assert time.monotonic() - started >= 0.05
+    assert fake.count("refresh") == 1
 
 
 def test_refresh_lost_response_rotates_but_the_client_never_hears(fake: FakeLexware) -> None:
@@ -1285,6 +1298,81 @@ def test_plugin_fixture_registers_the_configured_client(fake_lexware: FakeLexwar
     auth = (lexoffice_settings.CLIENT_ID, lexoffice_settings.CLIENT_SECRET)
     assert post_token(code_data(code), auth=auth).status_code == 200
     assert fake_lexware.requests_mock is not None
+
+
+def test_plugin_fixture_allows_another_host_through_its_mock(fake_lexware: FakeLexware) -> None:
+    assert fake_lexware.requests_mock is not None
+    with pytest.raises(requests.ConnectionError):
+        requests.get("https://example.com/rates")
+    fake_lexware.requests_mock.get("https://example.com/rates", json={"EUR": 1})
+    assert requests.get("https://example.com/rates").json() == {"EUR": 1}
+
+
+class TestRedirectUrisFixtureOverride:
+    @pytest.fixture
+    def fake_lexware_redirect_uris(self) -> list[str]:
+        return ["https://example.test/accounts/lexoffice/callback/"]
+
+    def test_registers_the_overridden_uris(self, fake_lexware: FakeLexware) -> None:
+        url = authorize_url(client_id=lexoffice_settings.CLIENT_ID)
+        with pytest.raises(AuthorizeErrorPage):
+            fake_lexware.approve(url)  # the default callback is no longer registered
+        other = "https://example.test/accounts/lexoffice/callback/"
+        url = authorize_url(client_id=lexoffice_settings.CLIENT_ID, redirect_uri=other)
+        callback = fake_lexware.approve(url)
+        assert callback.startswith(other + "?code=")
+
+
+def test_lexoffice_connection_holds_a_live_grant(
+    lexoffice_connection: Any, fake_lexware: FakeLexware
+) -> None:
+    from django_lexoffice import tokens
+    from django_lexoffice.client import LexofficeClient
+
+    assert lexoffice_connection.user.username == "lexoffice-user"
+    assert fake_lexware.is_refresh_token_valid(lexoffice_connection.refresh_token)
+    profile = LexofficeClient(lexoffice_connection).get("/v1/profile").json()
+    assert profile["connectionId"] == lexoffice_connection.connection_id
+    assert profile["organizationId"] == lexoffice_connection.organization_id
+    tokens.refresh(lexoffice_connection, force=True)
+    assert fake_lexware.count("refresh", connection_id=lexoffice_connection.connection_id) == 1
+    refresh_token = lexoffice_connection.refresh_token
+    tokens.revoke(lexoffice_connection)
+    assert not fake_lexware.is_refresh_token_valid(refresh_token)
+
+
+def test_activate_registers_the_configured_client() -> None:
+    with FakeLexware.activate() as fake:
+        url = authorize_url(client_id=lexoffice_settings.CLIENT_ID)
+        assert "code" in query(fake.approve(url))
+
+
+def test_a_dummy_cache_is_refused_with_a_clear_message(settings: Any) -> None:
+    settings.CACHES = {
+        **settings.CACHES,
+        "dummy": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"},
+    }
+    settings.LEXOFFICE_FAKE_CACHE = "dummy"
+    with pytest.raises(FakeLexwareError, match=r"DummyCache.*LEXOFFICE_FAKE_CACHE"):
+        FakeLexware().reset()
+
+
+def test_the_server_half_needs_no_responses() -> None:
+    # The demo and the wheel check mount the fake's URLs where responses is not installed.
+    code = (
+        "import sys; sys.modules['responses'] = None\n"
+        "import django; django.setup()\n"
+        "from django.urls import reverse\n"
+        "import django_lexoffice.testing.urls\n"
+        "from django_lexoffice.testing import FakeLexware\n"
+        "print(reverse('fake_lexware:token'))\n"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "/fake-lexware/oauth2/token"
 
 
 # -- over real HTTP --------------------------------------------------------------------------------
