@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,18 @@ def fake() -> Any:
         yield fake
 
 
+@pytest.fixture
+def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> Callable[[float], None]:
+    """Stop the fake's clock now; call the result to move it ``seconds`` past that instant."""
+    start = time.time()
+
+    def move(seconds: float) -> None:
+        monkeypatch.setattr(clock, "now", lambda: start + seconds)
+
+    move(0)
+    return move
+
+
 # -- helpers -----------------------------------------------------------------------------------
 
 
@@ -90,6 +103,10 @@ def authorize_params(**overrides: str | None) -> dict[str, str]:
 
 def authorize_url(**overrides: str | None) -> str:
     return f"{lexoffice_settings.AUTHORIZE_URL}?{urlencode(authorize_params(**overrides))}"
+
+
+def consent_url(**overrides: str | None) -> str:
+    return f"{MOUNT}/oauth2/authorize?{urlencode(authorize_params(**overrides))}"
 
 
 def query(url: str) -> dict[str, str]:
@@ -288,6 +305,12 @@ def test_approve_picks_a_company_by_id_or_name(fake: FakeLexware) -> None:
         fake.approve(authorize_url(), company="Nirgendwo GmbH")
 
 
+def test_deny_of_a_bad_request_redirects_with_its_error(fake: FakeLexware) -> None:
+    assert query(fake.deny(authorize_url(response_type="token")))["error"] == (
+        "unsupported_response_type"
+    )
+
+
 def test_deny_redirects_with_access_denied(fake: FakeLexware) -> None:
     params = query(fake.deny(authorize_url()))
     assert params["error"] == "access_denied"
@@ -331,7 +354,7 @@ def test_consent_page_escapes_the_connection_name(fake: FakeLexware) -> None:
 
 def test_consent_allow_redirects_with_code_for_the_chosen_company(fake: FakeLexware) -> None:
     client = Client(enforce_csrf_checks=True)
-    url = f"{MOUNT}/oauth2/authorize?{urlencode(authorize_params())}"
+    url = consent_url()
     page = client.get(url)
     token = page.context["csrf_token"]
     response = client.post(
@@ -354,7 +377,7 @@ def test_consent_allow_redirects_with_code_for_the_chosen_company(fake: FakeLexw
 
 def test_consent_deny_redirects_with_access_denied(fake: FakeLexware) -> None:
     client = Client()
-    url = f"{MOUNT}/oauth2/authorize?{urlencode(authorize_params())}"
+    url = consent_url()
     response = client.post(url, {"decision": "deny"})
     assert response.status_code == 302
     params = query(response["Location"])
@@ -367,7 +390,7 @@ def test_consent_deny_redirects_with_access_denied(fake: FakeLexware) -> None:
 
 def test_consent_post_without_csrf_token_is_refused(fake: FakeLexware) -> None:
     client = Client(enforce_csrf_checks=True)
-    url = f"{MOUNT}/oauth2/authorize?{urlencode(authorize_params())}"
+    url = consent_url()
     response = client.post(url, {"company": TESTFIRMA["organization_id"], "decision": "allow"})
     assert response.status_code == 403
     assert fake.count("authorize") == 0
@@ -381,7 +404,7 @@ def test_consent_post_without_csrf_token_is_refused(fake: FakeLexware) -> None:
 def test_consent_post_with_bad_form_shows_the_page_again(
     fake: FakeLexware, form: dict[str, str]
 ) -> None:
-    url = f"{MOUNT}/oauth2/authorize?{urlencode(authorize_params())}"
+    url = consent_url()
     response = Client().post(url, form)
     assert response.status_code == 400
     assert 'role="alert"' in response.content.decode()
@@ -389,13 +412,11 @@ def test_consent_post_with_bad_form_shows_the_page_again(
 
 
 def test_consent_post_revalidates_the_request(fake: FakeLexware) -> None:
-    url = (
-        f"{MOUNT}/oauth2/authorize?{urlencode(authorize_params(redirect_uri='http://evil.test/'))}"
-    )
+    url = consent_url(redirect_uri="http://evil.test/")
     response = Client().post(url, {"company": TESTFIRMA["organization_id"], "decision": "allow"})
     assert response.status_code == 400
     assert "Location" not in response
-    url = f"{MOUNT}/oauth2/authorize?{urlencode(authorize_params(code_challenge_method='plain'))}"
+    url = consent_url(code_challenge_method="plain")
     response = Client().post(url, {"company": TESTFIRMA["organization_id"], "decision": "allow"})
     assert query(response["Location"])["error"] == "invalid_request"
 
@@ -541,12 +562,10 @@ def test_token_code_is_single_use_under_concurrency(fake: FakeLexware) -> None:
 
 @pytest.mark.parametrize(("age", "status"), [(299, 200), (301, 400)], ids=["fresh", "expired"])
 def test_token_code_expires_after_five_minutes(
-    fake: FakeLexware, monkeypatch: pytest.MonkeyPatch, age: int, status: int
+    fake: FakeLexware, frozen_clock: Callable[[float], None], age: int, status: int
 ) -> None:
-    start = time.time()
-    monkeypatch.setattr(clock, "now", lambda: start)
     code = get_code(fake)
-    monkeypatch.setattr(clock, "now", lambda: start + age)
+    frozen_clock(age)
     response = post_token(code_data(code))
     assert response.status_code == status
     if status == 400:
@@ -886,7 +905,9 @@ def test_contacts_are_paged_like_lexware(fake: FakeLexware) -> None:
 
 
 @pytest.mark.parametrize(
-    "params", [{"size": 0}, {"size": 251}, {"page": -1}, {"page": "x"}], ids=str
+    "params",
+    [{"size": 0}, {"size": 251}, {"page": -1}, {"page": "x"}, {"page": [0, 1]}],
+    ids=str,
 )
 def test_contacts_reject_bad_paging(fake: FakeLexware, params: dict[str, Any]) -> None:
     token = connect(fake)["access_token"]
@@ -910,10 +931,8 @@ def test_unknown_api_path_fails_loudly_in_process(fake: FakeLexware) -> None:
 
 
 def test_rate_limit_answers_429_after_the_burst(
-    fake: FakeLexware, monkeypatch: pytest.MonkeyPatch
+    fake: FakeLexware, frozen_clock: Callable[[float], None]
 ) -> None:
-    start = time.time()
-    monkeypatch.setattr(clock, "now", lambda: start)
     fake.set_rate_limit(2.0)  # Lexware's limit; the suite's settings switch it off by default
     token = connect(fake)["access_token"]
     assert api_get("/v1/profile", token).status_code == 200
@@ -925,14 +944,12 @@ def test_rate_limit_answers_429_after_the_burst(
     assert not any(name.lower().startswith("x-ratelimit") for name in limited.headers)
     assert fake.count("rate_limited") == 1
     assert fake.count("profile") == 1  # the limited call was not performed
-    monkeypatch.setattr(clock, "now", lambda: start + 0.5)  # 2/s: one token back
+    frozen_clock(0.5)  # 2/s: one token back
     assert api_get("/v1/profile", token).status_code == 200
     assert api_get("/v1/profile", token).status_code == 429
 
 
-def test_rate_limit_is_per_client(fake: FakeLexware, monkeypatch: pytest.MonkeyPatch) -> None:
-    start = time.time()
-    monkeypatch.setattr(clock, "now", lambda: start)
+def test_rate_limit_is_per_client(fake: FakeLexware, frozen_clock: Callable[[float], None]) -> None:
     fake.set_rate_limit(2.0)
     mine = connect(fake)["access_token"]
     other = post_token(
@@ -945,10 +962,8 @@ def test_rate_limit_is_per_client(fake: FakeLexware, monkeypatch: pytest.MonkeyP
 
 
 def test_rate_limit_configurable_and_disabled(
-    fake: FakeLexware, monkeypatch: pytest.MonkeyPatch
+    fake: FakeLexware, frozen_clock: Callable[[float], None]
 ) -> None:
-    start = time.time()
-    monkeypatch.setattr(clock, "now", lambda: start)
     token = connect(fake)["access_token"]
     fake.set_rate_limit(rate=1.0, burst=5)
     assert [api_get("/v1/profile", token).status_code for _ in range(6)] == [200] * 5 + [429]
@@ -957,10 +972,8 @@ def test_rate_limit_configurable_and_disabled(
 
 
 def test_rate_limit_from_settings(
-    fake: FakeLexware, settings: Any, monkeypatch: pytest.MonkeyPatch
+    fake: FakeLexware, settings: Any, frozen_clock: Callable[[float], None]
 ) -> None:
-    start = time.time()
-    monkeypatch.setattr(clock, "now", lambda: start)
     token = connect(fake)["access_token"]
     settings.LEXOFFICE_FAKE_RATE_LIMIT = None
     assert {api_get("/v1/profile", token).status_code for _ in range(5)} == {200}
@@ -970,10 +983,8 @@ def test_rate_limit_from_settings(
 
 
 def test_rate_limit_default_is_lexwares(
-    fake: FakeLexware, settings: Any, monkeypatch: pytest.MonkeyPatch
+    fake: FakeLexware, settings: Any, frozen_clock: Callable[[float], None]
 ) -> None:
-    start = time.time()
-    monkeypatch.setattr(clock, "now", lambda: start)
     if hasattr(settings, "LEXOFFICE_FAKE_RATE_LIMIT"):
         del settings.LEXOFFICE_FAKE_RATE_LIMIT
     token = connect(fake)["access_token"]
@@ -981,10 +992,8 @@ def test_rate_limit_default_is_lexwares(
 
 
 def test_rate_limit_is_one_bucket_under_concurrency(
-    fake: FakeLexware, monkeypatch: pytest.MonkeyPatch
+    fake: FakeLexware, frozen_clock: Callable[[float], None]
 ) -> None:
-    start = time.time()
-    monkeypatch.setattr(clock, "now", lambda: start)
     fake.set_rate_limit(rate=2.0, burst=3)
     token = connect(fake)["access_token"]
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -1284,9 +1293,55 @@ def test_works_on_a_cache_without_atomic_incr(tmp_path: Any, settings: Any) -> N
         assert fake.count("profile") == 16
 
 
-def test_count_rejects_unknown_names(fake: FakeLexware) -> None:
+@pytest.mark.parametrize(
+    ("call", "kwargs"),
+    [
+        ("count", {"name": "everything"}),
+        ("count", {"name": "token", "connection_id": "abc"}),
+        ("register_client", {"client_id": "", "redirect_uris": [REDIRECT_URI]}),
+        ("register_client", {"client_id": "x", "redirect_uris": []}),
+        ("register_client", {"client_id": "x", "redirect_uris": ["/"], "scopes": ["openid"]}),
+        ("add_company", {"company_name": "X", "user_name": "Y", "user_email": "", "tax_type": "?"}),
+        ("set_rate_limit", {"rate": 0}),
+        ("set_rate_limit", {"rate": 2, "burst": 0}),
+    ],
+)
+def test_set_up_and_inspection_reject_nonsense(
+    fake: FakeLexware, call: str, kwargs: dict[str, Any]
+) -> None:
     with pytest.raises(ValueError):
-        fake.count("everything")
+        getattr(fake, call)(**kwargs)
+
+
+def test_revoke_connection_refuses_a_token_of_no_live_connection(fake: FakeLexware) -> None:
+    with pytest.raises(FakeLexwareError, match="no live connection"):
+        fake.revoke_connection("never-issued")
+
+
+@pytest.mark.parametrize(
+    ("url", "data"),
+    [
+        ("TOKEN_URL", {"grant_type": "authorization_code"}),
+        ("TOKEN_URL", {"grant_type": "refresh_token"}),
+        ("REVOKE_URL", {"other": "1"}),
+    ],
+    ids=["code", "refresh-token", "token"],
+)
+def test_a_missing_parameter_is_invalid_request(
+    fake: FakeLexware, url: str, data: dict[str, str]
+) -> None:
+    response = requests.post(getattr(lexoffice_settings, url), data=data, auth=(CLIENT_ID, SECRET))
+    assert response.status_code == 400
+    assert oauth_error(response) == "invalid_request"
+
+
+def test_a_busy_bucket_answers_429(fake: FakeLexware, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake.set_rate_limit(2.0)
+    token = connect(fake)["access_token"]
+    monkeypatch.setattr(clock, "LOCK_WAIT", 0.0)
+    with fake.lock(f"bucket:{CLIENT_ID}"):  # another request holds the bucket
+        assert api_get("/v1/profile", token).status_code == 429
+    assert fake.count("rate_limited") == 1
 
 
 # -- the pytest plugin -----------------------------------------------------------------------------
@@ -1345,6 +1400,13 @@ def test_activate_registers_the_configured_client() -> None:
     with FakeLexware.activate() as fake:
         url = authorize_url(client_id=lexoffice_settings.CLIENT_ID)
         assert "code" in query(fake.approve(url))
+
+
+def test_activate_without_a_configured_client_registers_none(settings: Any) -> None:
+    settings.SOCIAL_AUTH_LEXOFFICE_KEY = ""
+    with FakeLexware.activate() as fake:
+        assert fake.get_client("") is None
+        assert fake.get_client("test-client-id") is None
 
 
 def test_a_dummy_cache_is_refused_with_a_clear_message(settings: Any) -> None:

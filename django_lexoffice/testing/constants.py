@@ -5,45 +5,10 @@ from __future__ import annotations
 import re
 from typing import Any, Final, TypedDict
 
-#: Every scope Lexware knows. There is no ``openid`` and no ``profile`` scope.
-SCOPES: Final[tuple[str, ...]] = (
-    "profile.read",
-    "organization.read",
-    "contacts.read",
-    "contacts.write",
-    "contacts.bankaccounts.read",
-    "contacts.bankaccounts.write",
-    "articles.read",
-    "articles.write",
-    "invoices.read",
-    "invoices.write",
-    "credit-notes.read",
-    "credit-notes.write",
-    "order-confirmations.read",
-    "order-confirmations.write",
-    "quotations.read",
-    "quotations.write",
-    "delivery-notes.read",
-    "delivery-notes.write",
-    "dunnings.read",
-    "dunnings.write",
-    "recurring-templates.read",
-    "vouchers.read",
-    "vouchers.write",
-    "vouchers.sendmail",
-    "voucherlist.read",
-    "payments.read",
-    "files.read",
-    "files.write",
-    "files.status",
-    "finance.read",
-    "finance.write",
-    "finance.delete",
-    "cashbox.read",
-    "cashbox.write",
-    "cashbox.delete",
-    "transaction-assignment-hint.write",
-)
+from django_lexoffice.checks import KNOWN_SCOPES
+
+#: Every scope Lexware knows (one list, the system checks'), ``profile.read`` first.
+SCOPES: Final[tuple[str, ...]] = ("profile.read", *sorted(KNOWN_SCOPES - {"profile.read"}))
 
 CODE_LIFETIME: Final = 300  # seconds; the authorization code is single-use and lives 5 minutes
 ACCESS_TOKEN_LIFETIME: Final = 4 * 3600

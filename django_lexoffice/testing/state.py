@@ -160,6 +160,15 @@ class Fault(TypedDict):
     seconds: float
 
 
+def _client(client_id: str, secret: str | None, uris: list[str], scopes: Any) -> Client:
+    return {
+        "client_id": client_id,
+        "secret": str(secret or ""),
+        "redirect_uris": [str(uri) for uri in uris],
+        "scopes": [str(scope) for scope in scopes] if scopes is not None else None,
+    }
+
+
 def _digest(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:40]
 
@@ -226,14 +235,6 @@ class FakeState:
         """Delete a record; ``True`` only for the one caller that removed it."""
         return bool(self.cache.delete(self.key(kind, ident)))
 
-    def consume(self, kind: str, ident: str) -> Any:
-        """Take a single-use record: its value for exactly one caller, ``None`` for the rest."""
-        key = self.key(kind, ident)
-        value = self.cache.get(key)
-        if value is None or not self.cache.delete(key):
-            return None
-        return value
-
     @contextmanager
     def lock(self, name: str) -> Iterator[None]:
         """A short lock shared by every process using the cache."""
@@ -292,29 +293,16 @@ class FakeState:
         unknown = [scope for scope in scopes or [] if scope not in SCOPES]
         if unknown:
             raise ValueError(f"unknown Lexware scopes: {unknown}")
-        client: Client = {
-            "client_id": client_id,
-            "secret": secret or "",
-            "redirect_uris": [str(uri) for uri in redirect_uris],
-            "scopes": list(scopes) if scopes is not None else None,
-        }
-        self.set("client", client_id, client)
+        self.set("client", client_id, _client(client_id, secret, redirect_uris, scopes))
 
     def get_client(self, client_id: str) -> Client | None:
         """The client registered at run time, else in ``LEXOFFICE_FAKE_CLIENTS``, else ``None``."""
         client: Client | None = self.get("client", client_id)
-        if client is not None:
-            return client
         config = (getattr(settings, "LEXOFFICE_FAKE_CLIENTS", None) or {}).get(client_id)
-        if config is None:
-            return None
-        scopes = config.get("scopes")
-        return {
-            "client_id": client_id,
-            "secret": str(config.get("secret") or ""),
-            "redirect_uris": [str(uri) for uri in config.get("redirect_uris", [])],
-            "scopes": [str(scope) for scope in scopes] if scopes is not None else None,
-        }
+        if client is None and config is not None:
+            secret, uris = config.get("secret"), config.get("redirect_uris", [])
+            return _client(client_id, secret, uris, config.get("scopes"))
+        return client
 
     def companies(self) -> list[Company]:
         """Every company the fake knows: the demo companies, then those added."""
@@ -401,11 +389,12 @@ class FakeState:
         return code
 
     def consume_code(self, code: str) -> CodeData | None:
-        """A code's data for the one caller that takes it, if it has not expired."""
-        data: CodeData | None = self.consume("code", code)
-        if data is not None and self.clock() - data["issued_at"] > CODE_LIFETIME:
+        """A code's data for the one caller whose delete removed it, if it has not expired."""
+        key = self.key("code", code)
+        data: CodeData | None = self.cache.get(key)
+        if data is None or not self.cache.delete(key):
             return None
-        return data
+        return data if self.clock() - data["issued_at"] <= CODE_LIFETIME else None
 
     def create_grant(
         self, client_id: str, company: Company, scopes: list[str], connection_name: str | None

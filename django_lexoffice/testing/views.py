@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import math
 import secrets
@@ -530,31 +531,49 @@ def revoke(request: HttpRequest) -> HttpResponse:
 # -- the API ------------------------------------------------------------------------------------
 
 
-def _api_call(
-    request: HttpRequest, state: FakeState, scope: str, answer: Callable[[Grant], HttpResponse]
-) -> HttpResponse:
-    # RFC 6750 §2.1 only: a request with a token in the query string or body is refused
-    # outright (such tokens end up in logs). Then the rate limit, then the scope.
-    scheme, _, value = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
-    token = value.strip()
-    grant = None
-    if (
-        "access_token" not in request.GET
-        and scheme.lower() == "bearer"
-        and token
-        and " " not in token
-    ):
-        grant = state.grant_for_access_token(token)
-    if grant is None:
-        return _message(401, "Unauthorized")
-    if not state.allow(grant["client_id"]):
-        return _message(429, "Too Many Requests")  # the call is not performed
-    if scope not in grant["scopes"]:
-        return _message(403, "Forbidden")
-    return answer(grant)
+#: An API endpoint's answer for an authenticated, rate-limited request with the right scope.
+Answer = Callable[[HttpRequest, FakeState, Grant], HttpResponse]
 
 
-def _profile(state: FakeState, grant: Grant) -> HttpResponse:
+def api_endpoint(
+    fault_endpoint: str, scope: str
+) -> Callable[[Answer], Callable[..., HttpResponse]]:
+    """Turn an answer into a ``GET /v1/...`` view: faults, then RFC 6750 §2.1 bearer
+    authentication (a request with a token in the query string is refused outright: such
+    tokens end up in logs), then the rate limit (a 429 performs nothing), then the scope."""
+
+    def decorate(answer: Answer) -> Callable[..., HttpResponse]:
+        def authenticated(request: HttpRequest, state: FakeState) -> HttpResponse:
+            scheme, _, value = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+            token = value.strip()
+            grant = None
+            if scheme.lower() == "bearer" and token and "access_token" not in request.GET:
+                grant = state.grant_for_access_token(token)
+            if grant is None:
+                return _message(401, "Unauthorized")
+            if not state.allow(grant["client_id"]):
+                return _message(429, "Too Many Requests")
+            if scope not in grant["scopes"]:
+                return _message(403, "Forbidden")
+            return answer(request, state, grant)
+
+        @csrf_exempt
+        @require_GET
+        @functools.wraps(answer)
+        def view(request: HttpRequest) -> HttpResponse:
+            state = FakeState()
+            return _with_faults(
+                request, state, fault_endpoint, lambda: authenticated(request, state)
+            )
+
+        return view
+
+    return decorate
+
+
+@api_endpoint("profile", "profile.read")
+def profile(request: HttpRequest, state: FakeState, grant: Grant) -> HttpResponse:
+    """``GET /v1/profile``: the company the user picked and this connection."""
     company = grant["company"]
     created = datetime.fromtimestamp(grant["created_at"], _BERLIN)
     state.incr("count", "profile")
@@ -578,8 +597,9 @@ def _profile(state: FakeState, grant: Grant) -> HttpResponse:
     )
 
 
-def _contacts_page(request: HttpRequest, state: FakeState, grant: Grant) -> HttpResponse:
-    # A Spring-style page, as Lexware answers.
+@api_endpoint("api", "contacts.read")
+def contacts(request: HttpRequest, state: FakeState, grant: Grant) -> HttpResponse:
+    """``GET /v1/contacts?page=0&size=25``: a Spring-style page, as Lexware answers."""
     try:
         (page,) = request.GET.getlist("page") or ["0"]
         (size,) = request.GET.getlist("size") or [str(DEFAULT_PAGE_SIZE)]
@@ -603,32 +623,4 @@ def _contacts_page(request: HttpRequest, state: FakeState, grant: Grant) -> Http
             "size": size_,
             "number": number,
         }
-    )
-
-
-@csrf_exempt
-@require_GET
-def profile(request: HttpRequest) -> HttpResponse:
-    """``GET /v1/profile`` (scope ``profile.read``)."""
-    state = FakeState()
-    return _with_faults(
-        request,
-        state,
-        "profile",
-        lambda: _api_call(request, state, "profile.read", lambda grant: _profile(state, grant)),
-    )
-
-
-@csrf_exempt
-@require_GET
-def contacts(request: HttpRequest) -> HttpResponse:
-    """``GET /v1/contacts?page=0&size=25`` (scope ``contacts.read``)."""
-    state = FakeState()
-    return _with_faults(
-        request,
-        state,
-        "api",
-        lambda: _api_call(
-            request, state, "contacts.read", lambda grant: _contacts_page(request, state, grant)
-        ),
     )
