@@ -50,6 +50,7 @@ def test_testing_example_runs_as_written(
         (tmp_path / name).write_text(code, encoding="utf-8")
     env = {name: value for name, value in os.environ.items() if name != "DJANGO_SETTINGS_MODULE"}
     env["PYTHONPATH"] = str(ROOT)
+    env["LEXOFFICE_TEST_DB"] = "sqlite"  # its own in-memory database, never this run's
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
         cwd=tmp_path,
