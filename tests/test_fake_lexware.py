@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import subprocess
 import sys
@@ -17,7 +16,6 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -56,7 +54,6 @@ LEXWARE_CHALLENGE = "9s_XWOy5h9KO8CQCqzRKr3WEntoEJepUZS9d1IYh_uo"
 TESTFIRMA = DEMO_COMPANIES[0]
 BAECKEREI = DEMO_COMPANIES[1]
 MOUNT = "/fake-lexware"
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -1342,99 +1339,6 @@ def test_a_busy_bucket_answers_429(fake: FakeLexware, monkeypatch: pytest.Monkey
     with fake.lock(f"bucket:{CLIENT_ID}"):  # another request holds the bucket
         assert api_get("/v1/profile", token).status_code == 429
     assert fake.count("rate_limited") == 1
-
-
-# -- the pytest plugin -----------------------------------------------------------------------------
-
-
-def test_plugin_fixture_registers_the_configured_client(fake_lexware: FakeLexware) -> None:
-    url = authorize_url(client_id=lexoffice_settings.CLIENT_ID)
-    code = query(fake_lexware.approve(url))["code"]
-    auth = (lexoffice_settings.CLIENT_ID, lexoffice_settings.CLIENT_SECRET)
-    assert post_token(code_data(code), auth=auth).status_code == 200
-    assert fake_lexware.requests_mock is not None
-
-
-def test_plugin_fixture_allows_another_host_through_its_mock(fake_lexware: FakeLexware) -> None:
-    assert fake_lexware.requests_mock is not None
-    with pytest.raises(requests.ConnectionError):
-        requests.get("https://example.com/rates")
-    fake_lexware.requests_mock.get("https://example.com/rates", json={"EUR": 1})
-    assert requests.get("https://example.com/rates").json() == {"EUR": 1}
-
-
-class TestRedirectUrisFixtureOverride:
-    @pytest.fixture
-    def fake_lexware_redirect_uris(self) -> list[str]:
-        return ["https://example.test/accounts/lexoffice/callback/"]
-
-    def test_registers_the_overridden_uris(self, fake_lexware: FakeLexware) -> None:
-        url = authorize_url(client_id=lexoffice_settings.CLIENT_ID)
-        with pytest.raises(AuthorizeErrorPage):
-            fake_lexware.approve(url)  # the default callback is no longer registered
-        other = "https://example.test/accounts/lexoffice/callback/"
-        url = authorize_url(client_id=lexoffice_settings.CLIENT_ID, redirect_uri=other)
-        callback = fake_lexware.approve(url)
-        assert callback.startswith(other + "?code=")
-
-
-def test_lexoffice_connection_holds_a_live_grant(
-    lexoffice_connection: Any, fake_lexware: FakeLexware
-) -> None:
-    from django_lexoffice import tokens
-    from django_lexoffice.client import LexofficeClient
-
-    assert lexoffice_connection.user.username == "lexoffice-user"
-    assert fake_lexware.is_refresh_token_valid(lexoffice_connection.refresh_token)
-    profile = LexofficeClient(lexoffice_connection).get("/v1/profile").json()
-    assert profile["connectionId"] == lexoffice_connection.connection_id
-    assert profile["organizationId"] == lexoffice_connection.organization_id
-    tokens.refresh(lexoffice_connection, force=True)
-    assert fake_lexware.count("refresh", connection_id=lexoffice_connection.connection_id) == 1
-    refresh_token = lexoffice_connection.refresh_token
-    tokens.revoke(lexoffice_connection)
-    assert not fake_lexware.is_refresh_token_valid(refresh_token)
-
-
-def test_activate_registers_the_configured_client() -> None:
-    with FakeLexware.activate() as fake:
-        url = authorize_url(client_id=lexoffice_settings.CLIENT_ID)
-        assert "code" in query(fake.approve(url))
-
-
-def test_activate_without_a_configured_client_registers_none(settings: Any) -> None:
-    settings.SOCIAL_AUTH_LEXOFFICE_KEY = ""
-    with FakeLexware.activate() as fake:
-        assert fake.get_client("") is None
-        assert fake.get_client("test-client-id") is None
-
-
-def test_a_dummy_cache_is_refused_with_a_clear_message(settings: Any) -> None:
-    settings.CACHES = {
-        **settings.CACHES,
-        "dummy": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"},
-    }
-    settings.LEXOFFICE_FAKE_CACHE = "dummy"
-    with pytest.raises(FakeLexwareError, match=r"DummyCache.*LEXOFFICE_FAKE_CACHE"):
-        FakeLexware().reset()
-
-
-def test_the_server_half_needs_no_responses() -> None:
-    # The demo and the wheel check mount the fake's URLs where responses is not installed.
-    code = (
-        "import sys; sys.modules['responses'] = None\n"
-        "import django; django.setup()\n"
-        "from django.urls import reverse\n"
-        "import django_lexoffice.testing.urls\n"
-        "from django_lexoffice.testing import FakeLexware\n"
-        "print(reverse('fake_lexware:token'))\n"
-    )
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "/fake-lexware/oauth2/token"
 
 
 # -- over real HTTP --------------------------------------------------------------------------------
