@@ -153,7 +153,6 @@ class TokenResponse(TypedDict):
 class Fault(TypedDict):
     """An injected fault."""
 
-    endpoint: str
     kind: str
     times: int | None
     status: int
@@ -621,7 +620,6 @@ class FakeState:
         if seconds is not None and kind != "slow":
             raise ValueError("seconds= applies to the slow fault only")
         fault: Fault = {
-            "endpoint": endpoint,
             "kind": kind,
             "times": times,
             "status": status or 500,
