@@ -511,9 +511,7 @@ def test_token_revoked_racing_a_refresh_ends_revoked_with_no_token(
     connection.refresh_from_db()
     assert connection.status == "revoked" and connection.ended_in_lexoffice
     assert connection.access_token == "" and connection.refresh_token == ""
-    from django_lexoffice.testing import grants
-
-    assert grants.get_grant(fake_lexware.state, connection_id) is None  # no grant left alive
+    assert fake_lexware.get("grant", connection_id) is None  # no grant left alive
 
 
 def test_unparsable_content_length_is_read_with_the_cap(rf, key):
