@@ -25,6 +25,7 @@ from .webhook_helpers import (
     WEBHOOK_URL,
     deliver,
     event_body,
+    needs_celery,
     private_key,
     public_pem,
     sign,
@@ -294,6 +295,7 @@ def test_unknown_event_type_is_recorded_acknowledged_and_logged(
     assert [kw["event_type"] for kw in received] == ["spaceship.landed"]
 
 
+@needs_celery
 @override_settings(LEXOFFICE_WEBHOOK_USE_CELERY=True)
 def test_receivers_are_queued_as_a_celery_task_when_configured(client, key, on_commit, received):
     from django_lexoffice import tasks
