@@ -6,7 +6,7 @@ benchmark's configured limit R, :class:`Gate` wraps the fake's WSGI application 
 bucket of R per second on ``/oauth2/token`` that answers 429 (``{"message": "Too Many
 Requests"}``, nothing processed) as Lexware's gateway does. The bucket holds ``ceil(R)`` tokens,
 one second's worth, the convention of the fake's own API bucket
-(``django_lexoffice.testing.conf.default_burst``).
+(``django_lexoffice.testing.state.default_burst``).
 
 Every request is also logged, Lexware-side (arrival time, endpoint, status), to a Redis list the
 runner reads afterwards, so rates and windows are measured where the limit applies.

@@ -45,7 +45,7 @@ from django_lexoffice.exceptions import (
 from django_lexoffice.models import LexofficeConnection
 from django_lexoffice.ratelimit import SharedTokenBucket
 from django_lexoffice.testing import FakeLexware
-from django_lexoffice.testing import clock as fake_clock
+from django_lexoffice.testing import state as fake_state
 
 from .conftest import ACCESS_TOKEN, REFRESH_TOKEN
 
@@ -778,7 +778,7 @@ def test_paced_calls_never_meet_lexwares_429(
     fake: FakeLexware, connection: LexofficeConnection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = FakeClock()
-    monkeypatch.setattr(fake_clock, "now", clock)  # the fake's 2/s bucket runs on our clock
+    monkeypatch.setattr(fake_state, "now", clock)  # the fake's 2/s bucket runs on our clock
     fake.set_rate_limit(2.0)
     bucket = SharedTokenBucket("paced", rate=1.8, clock=clock, sleep=clock.sleep)
 
@@ -795,7 +795,7 @@ def test_unpaced_calls_do_meet_lexwares_429(
 ) -> None:
     # The control for the test above: too fast a bucket and the fake answers 429.
     clock = FakeClock()
-    monkeypatch.setattr(fake_clock, "now", clock)
+    monkeypatch.setattr(fake_state, "now", clock)
     fake.set_rate_limit(2.0)
     bucket = SharedTokenBucket("unpaced", rate=20, clock=clock, sleep=clock.sleep)
 

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -30,9 +31,9 @@ from django_lexoffice.testing import (
     FakeLexware,
     FakeLexwareError,
     InjectedFaultError,
-    clock,
-    pkce,
+    pkce_challenge,
 )
+from django_lexoffice.testing import state as clock
 
 pytestmark = pytest.mark.urls("tests.fake_urls")
 
@@ -67,6 +68,18 @@ def fake() -> Any:
         yield fake
 
 
+@pytest.fixture
+def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> Callable[[float], None]:
+    """Stop the fake's clock now; call the result to move it ``seconds`` past that instant."""
+    start = time.time()
+
+    def move(seconds: float) -> None:
+        monkeypatch.setattr(clock, "now", lambda: start + seconds)
+
+    move(0)
+    return move
+
+
 # -- helpers -----------------------------------------------------------------------------------
 
 
@@ -87,6 +100,10 @@ def authorize_params(**overrides: str | None) -> dict[str, str]:
 
 def authorize_url(**overrides: str | None) -> str:
     return f"{lexoffice_settings.AUTHORIZE_URL}?{urlencode(authorize_params(**overrides))}"
+
+
+def consent_url(**overrides: str | None) -> str:
+    return f"{MOUNT}/oauth2/authorize?{urlencode(authorize_params(**overrides))}"
 
 
 def query(url: str) -> dict[str, str]:
@@ -148,7 +165,7 @@ def oauth_error(response: requests.Response) -> str:
     ids=["rfc7636-appendix-b", "lexware-docs"],
 )
 def test_pkce_test_vectors_verify(fake: FakeLexware, verifier: str, challenge: str) -> None:
-    assert pkce.challenge(verifier) == challenge
+    assert pkce_challenge(verifier) == challenge
     code = get_code(fake, code_challenge=challenge)
     response = post_token(code_data(code, code_verifier=verifier))
     assert response.status_code == 200, response.text
@@ -285,6 +302,12 @@ def test_approve_picks_a_company_by_id_or_name(fake: FakeLexware) -> None:
         fake.approve(authorize_url(), company="Nirgendwo GmbH")
 
 
+def test_deny_of_a_bad_request_redirects_with_its_error(fake: FakeLexware) -> None:
+    assert query(fake.deny(authorize_url(response_type="token")))["error"] == (
+        "unsupported_response_type"
+    )
+
+
 def test_deny_redirects_with_access_denied(fake: FakeLexware) -> None:
     params = query(fake.deny(authorize_url()))
     assert params["error"] == "access_denied"
@@ -328,7 +351,7 @@ def test_consent_page_escapes_the_connection_name(fake: FakeLexware) -> None:
 
 def test_consent_allow_redirects_with_code_for_the_chosen_company(fake: FakeLexware) -> None:
     client = Client(enforce_csrf_checks=True)
-    url = f"{MOUNT}/oauth2/authorize?{urlencode(authorize_params())}"
+    url = consent_url()
     page = client.get(url)
     token = page.context["csrf_token"]
     response = client.post(
@@ -351,7 +374,7 @@ def test_consent_allow_redirects_with_code_for_the_chosen_company(fake: FakeLexw
 
 def test_consent_deny_redirects_with_access_denied(fake: FakeLexware) -> None:
     client = Client()
-    url = f"{MOUNT}/oauth2/authorize?{urlencode(authorize_params())}"
+    url = consent_url()
     response = client.post(url, {"decision": "deny"})
     assert response.status_code == 302
     params = query(response["Location"])
@@ -364,7 +387,7 @@ def test_consent_deny_redirects_with_access_denied(fake: FakeLexware) -> None:
 
 def test_consent_post_without_csrf_token_is_refused(fake: FakeLexware) -> None:
     client = Client(enforce_csrf_checks=True)
-    url = f"{MOUNT}/oauth2/authorize?{urlencode(authorize_params())}"
+    url = consent_url()
     response = client.post(url, {"company": TESTFIRMA["organization_id"], "decision": "allow"})
     assert response.status_code == 403
     assert fake.count("authorize") == 0
@@ -378,7 +401,7 @@ def test_consent_post_without_csrf_token_is_refused(fake: FakeLexware) -> None:
 def test_consent_post_with_bad_form_shows_the_page_again(
     fake: FakeLexware, form: dict[str, str]
 ) -> None:
-    url = f"{MOUNT}/oauth2/authorize?{urlencode(authorize_params())}"
+    url = consent_url()
     response = Client().post(url, form)
     assert response.status_code == 400
     assert 'role="alert"' in response.content.decode()
@@ -386,13 +409,11 @@ def test_consent_post_with_bad_form_shows_the_page_again(
 
 
 def test_consent_post_revalidates_the_request(fake: FakeLexware) -> None:
-    url = (
-        f"{MOUNT}/oauth2/authorize?{urlencode(authorize_params(redirect_uri='http://evil.test/'))}"
-    )
+    url = consent_url(redirect_uri="http://evil.test/")
     response = Client().post(url, {"company": TESTFIRMA["organization_id"], "decision": "allow"})
     assert response.status_code == 400
     assert "Location" not in response
-    url = f"{MOUNT}/oauth2/authorize?{urlencode(authorize_params(code_challenge_method='plain'))}"
+    url = consent_url(code_challenge_method="plain")
     response = Client().post(url, {"company": TESTFIRMA["organization_id"], "decision": "allow"})
     assert query(response["Location"])["error"] == "invalid_request"
 
@@ -414,99 +435,110 @@ def test_token_response_shape(fake: FakeLexware) -> None:
     assert fake.count("token") == 1
 
 
-def _other_client_auth() -> dict[str, Any]:
-    return {"auth": (OTHER_ID, OTHER_SECRET)}
-
-
-TOKEN_ERRORS: dict[str, tuple[dict[str, Any], int, str]] = {
-    "credentials-in-body": (
-        {"data": {"client_id": CLIENT_ID, "client_secret": SECRET}, "auth": None},
-        401,
-        "invalid_client",
-    ),
-    "secret-in-body-and-basic": ({"data": {"client_secret": SECRET}}, 401, "invalid_client"),
-    "wrong-secret": ({"auth": (CLIENT_ID, "wrong")}, 401, "invalid_client"),
-    "unknown-client": ({"auth": ("nobody", SECRET)}, 401, "invalid_client"),
-    "no-client-auth": ({"auth": None}, 401, "invalid_client"),
-    "client-id-only-for-confidential": (
-        {"data": {"client_id": CLIENT_ID}, "auth": None},
-        401,
-        "invalid_client",
-    ),
-    "basic-and-other-body-client-id": ({"data": {"client_id": OTHER_ID}}, 401, "invalid_client"),
-    "malformed-basic": (
-        {"headers": {"Authorization": "Basic not-base64!"}, "auth": None},
-        401,
-        "invalid_client",
-    ),
-    "bearer-instead-of-basic": (
-        {"headers": {"Authorization": "Bearer abc"}, "auth": None},
-        401,
-        "invalid_client",
-    ),
-    "code-of-another-client": (_other_client_auth(), 400, "invalid_grant"),
-    "wrong-redirect-uri": ({"data": {"redirect_uri": "http://evil.test/"}}, 400, "invalid_grant"),
-    "extra-slash-redirect-uri": (
-        {"data": {"redirect_uri": REDIRECT_URI + "/"}},
-        400,
-        "invalid_grant",
-    ),
-    "missing-redirect-uri": ({"data": {"redirect_uri": None}}, 400, "invalid_request"),
-    "wrong-verifier": ({"data": {"code_verifier": LEXWARE_VERIFIER}}, 400, "invalid_grant"),
-    "verifier-is-challenge": ({"data": {"code_verifier": RFC_CHALLENGE}}, 400, "invalid_grant"),
-    "short-verifier": ({"data": {"code_verifier": "a" * 42}}, 400, "invalid_request"),
-    "long-verifier": ({"data": {"code_verifier": "a" * 129}}, 400, "invalid_request"),
-    "verifier-bad-chars": ({"data": {"code_verifier": "a" * 42 + "+"}}, 400, "invalid_request"),
-    "missing-verifier": ({"data": {"code_verifier": None}}, 400, "invalid_request"),
-    "missing-grant-type": ({"data": {"grant_type": None}}, 400, "invalid_request"),
-    # These three never present the code in a form body, so it stays usable.
-    "unknown-code": ({"data": {"code": "not-a-code"}, "keeps_code": True}, 400, "invalid_grant"),
-    "json-body": ({"json_body": True, "keeps_code": True}, 400, "invalid_request"),
-    "params-in-url": ({"url_query": True, "keeps_code": True}, 400, "invalid_request"),
-    "repeated-param": ({"repeat": "redirect_uri"}, 400, "invalid_request"),
-}
-
-
-def _send_token_variant(code: str, variant: dict[str, Any]) -> requests.Response:
-    data = code_data(code)
-    for name, value in variant.get("data", {}).items():
-        if value is None:
-            data.pop(name, None)
-        else:
-            data[name] = value
-    kwargs: dict[str, Any] = {"headers": variant.get("headers", {})}
-    auth = variant.get("auth", (CLIENT_ID, SECRET))
-    url = lexoffice_settings.TOKEN_URL
-    if variant.get("json_body"):
-        return requests.post(url, json=data, auth=auth, **kwargs)
-    if variant.get("url_query"):
-        return requests.post(f"{url}?{urlencode(data)}", data={"x": "1"}, auth=auth, **kwargs)
-    if variant.get("repeat"):
-        pairs = [*data.items(), (variant["repeat"], data[variant["repeat"]])]
-        return requests.post(url, data=pairs, auth=auth, **kwargs)
-    return requests.post(url, data=data, auth=auth, **kwargs)
+def assert_code_spent(code: str) -> None:
+    # Lexware: any error during the code exchange consumes the code.
+    retry = post_token(code_data(code))
+    assert retry.status_code == 400
+    assert oauth_error(retry) == "invalid_grant"
 
 
 @pytest.mark.parametrize(
-    ("variant", "status", "error"), TOKEN_ERRORS.values(), ids=TOKEN_ERRORS.keys()
+    ("overrides", "auth", "headers"),
+    [
+        pytest.param(
+            {"client_id": CLIENT_ID, "client_secret": SECRET}, None, {}, id="credentials-in-body"
+        ),
+        pytest.param({"client_secret": SECRET}, (CLIENT_ID, SECRET), {}, id="secret-in-body-too"),
+        pytest.param({}, (CLIENT_ID, "wrong"), {}, id="wrong-secret"),
+        pytest.param({}, ("nobody", SECRET), {}, id="unknown-client"),
+        pytest.param({}, None, {}, id="no-client-auth"),
+        pytest.param({"client_id": CLIENT_ID}, None, {}, id="client-id-only-for-confidential"),
+        pytest.param({"client_id": OTHER_ID}, (CLIENT_ID, SECRET), {}, id="other-body-client-id"),
+        pytest.param({}, None, {"Authorization": "Basic not-base64!"}, id="malformed-basic"),
+        pytest.param({}, None, {"Authorization": "Bearer abc"}, id="bearer-instead-of-basic"),
+    ],
 )
-def test_token_errors_answer_and_consume_the_code(
-    fake: FakeLexware, variant: dict[str, Any], status: int, error: str
+def test_token_refuses_bad_client_authentication_and_spends_the_code(
+    fake: FakeLexware,
+    overrides: dict[str, str],
+    auth: tuple[str, str] | None,
+    headers: dict[str, str],
 ) -> None:
     code = get_code(fake)
-    response = _send_token_variant(code, variant)
-    assert response.status_code == status
-    assert oauth_error(response) == error
-    if status == 401:
-        assert response.headers["WWW-Authenticate"].startswith("Basic")
-    retry = post_token(code_data(code))
-    if variant.get("keeps_code"):
-        assert retry.status_code == 200
-        return
-    # Lexware: any error during the code exchange consumes the code.
-    assert retry.status_code == 400
-    assert oauth_error(retry) == "invalid_grant"
+    response = post_token(code_data(code, **overrides), auth=auth, headers=headers)
+    assert response.status_code == 401
+    assert oauth_error(response) == "invalid_client"
+    assert response.headers["WWW-Authenticate"].startswith("Basic")
+    assert_code_spent(code)
     assert fake.count("token") == 0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error"),
+    [
+        pytest.param({"redirect_uri": "http://evil.test/"}, "invalid_grant", id="other-redirect"),
+        pytest.param({"redirect_uri": REDIRECT_URI + "/"}, "invalid_grant", id="extra-slash"),
+        pytest.param({"redirect_uri": None}, "invalid_request", id="missing-redirect-uri"),
+        pytest.param({"code_verifier": LEXWARE_VERIFIER}, "invalid_grant", id="wrong-verifier"),
+        pytest.param({"code_verifier": RFC_CHALLENGE}, "invalid_grant", id="challenge-as-verifier"),
+        pytest.param({"code_verifier": "a" * 42}, "invalid_request", id="short-verifier"),
+        pytest.param({"code_verifier": "a" * 129}, "invalid_request", id="long-verifier"),
+        pytest.param({"code_verifier": "a" * 42 + "+"}, "invalid_request", id="bad-characters"),
+        pytest.param({"code_verifier": None}, "invalid_request", id="missing-verifier"),
+        pytest.param({"grant_type": None}, "invalid_request", id="missing-grant-type"),
+    ],
+)
+def test_token_refuses_a_bad_exchange_and_spends_the_code(
+    fake: FakeLexware, overrides: dict[str, str | None], error: str
+) -> None:
+    code = get_code(fake)
+    response = post_token(code_data(code, **overrides))
+    assert response.status_code == 400
+    assert oauth_error(response) == error
+    assert_code_spent(code)
+    assert fake.count("token") == 0
+
+
+def test_token_code_of_another_client_is_invalid_grant_and_spent(fake: FakeLexware) -> None:
+    code = get_code(fake)
+    response = post_token(code_data(code), auth=(OTHER_ID, OTHER_SECRET))
+    assert oauth_error(response) == "invalid_grant"
+    assert_code_spent(code)
+
+
+def test_token_repeated_parameter_is_invalid_request_and_spends_the_code(
+    fake: FakeLexware,
+) -> None:
+    code = get_code(fake)
+    pairs = [*code_data(code).items(), ("redirect_uri", REDIRECT_URI)]
+    response = requests.post(lexoffice_settings.TOKEN_URL, data=pairs, auth=(CLIENT_ID, SECRET))
+    assert oauth_error(response) == "invalid_request"
+    assert_code_spent(code)
+
+
+def test_token_unknown_code_is_invalid_grant(fake: FakeLexware) -> None:
+    response = post_token(code_data("not-a-code"))
+    assert response.status_code == 400
+    assert oauth_error(response) == "invalid_grant"
+
+
+def test_token_json_body_is_refused_and_the_code_stays_usable(fake: FakeLexware) -> None:
+    code = get_code(fake)
+    url = lexoffice_settings.TOKEN_URL
+    response = requests.post(url, json=code_data(code), auth=(CLIENT_ID, SECRET))
+    assert response.status_code == 400
+    assert oauth_error(response) == "invalid_request"
+    assert post_token(code_data(code)).status_code == 200  # never presented in a form body
+
+
+def test_token_parameters_in_the_url_are_refused_and_the_code_stays_usable(
+    fake: FakeLexware,
+) -> None:
+    code = get_code(fake)
+    url = f"{lexoffice_settings.TOKEN_URL}?{urlencode(code_data(code))}"
+    response = requests.post(url, data={"x": "1"}, auth=(CLIENT_ID, SECRET))
+    assert oauth_error(response) == "invalid_request"
+    assert post_token(code_data(code)).status_code == 200
 
 
 def test_token_code_is_single_use(fake: FakeLexware) -> None:
@@ -527,12 +559,10 @@ def test_token_code_is_single_use_under_concurrency(fake: FakeLexware) -> None:
 
 @pytest.mark.parametrize(("age", "status"), [(299, 200), (301, 400)], ids=["fresh", "expired"])
 def test_token_code_expires_after_five_minutes(
-    fake: FakeLexware, monkeypatch: pytest.MonkeyPatch, age: int, status: int
+    fake: FakeLexware, frozen_clock: Callable[[float], None], age: int, status: int
 ) -> None:
-    start = time.time()
-    monkeypatch.setattr(clock, "now", lambda: start)
     code = get_code(fake)
-    monkeypatch.setattr(clock, "now", lambda: start + age)
+    frozen_clock(age)
     response = post_token(code_data(code))
     assert response.status_code == status
     if status == 400:
@@ -791,28 +821,24 @@ def test_added_company_shows_up_in_profile(fake: FakeLexware) -> None:
     assert profile["smallBusiness"] is True
 
 
-BEARER_FAILURES = {
-    "no-header": {},
-    "token-in-query": {"query": True},
-    "token-in-query-and-header": {"query": True, "header": True},
-    "basic-scheme": {"scheme": "Basic"},
-    "unknown-token": {"token": "unknown"},
-}
-
-
-@pytest.mark.parametrize("variant", BEARER_FAILURES.values(), ids=BEARER_FAILURES.keys())
-def test_api_refuses_without_a_valid_bearer_header(
-    fake: FakeLexware, variant: dict[str, Any]
+@pytest.mark.parametrize(
+    ("scheme", "in_query"),
+    [(None, False), (None, True), ("Bearer", True), ("Basic", False)],
+    ids=["no-header", "token-in-query", "token-in-query-and-header", "basic-scheme"],
+)
+def test_api_accepts_the_token_in_a_bearer_header_only(
+    fake: FakeLexware, scheme: str | None, in_query: bool
 ) -> None:
-    tokens = connect(fake)
-    token = variant.get("token", tokens["access_token"])
-    headers = {}
-    if variant.get("header") or "scheme" in variant or "token" in variant:
-        headers["Authorization"] = f"{variant.get('scheme', 'Bearer')} {token}"
-    url = f"{lexoffice_settings.PROFILE_URL}"
-    if variant.get("query"):
-        url += "?" + urlencode({"access_token": token})
-    response = requests.get(url, headers=headers)
+    token = connect(fake)["access_token"]
+    headers = {"Authorization": f"{scheme} {token}"} if scheme else {}
+    params = {"access_token": token} if in_query else {}
+    response = requests.get(lexoffice_settings.PROFILE_URL, headers=headers, params=params)
+    assert response.status_code == 401
+    assert response.json() == {"message": "Unauthorized"}
+
+
+def test_api_refuses_an_unknown_token(fake: FakeLexware) -> None:
+    response = api_get("/v1/profile", "unknown")
     assert response.status_code == 401
     assert response.json() == {"message": "Unauthorized"}
 
@@ -876,7 +902,9 @@ def test_contacts_are_paged_like_lexware(fake: FakeLexware) -> None:
 
 
 @pytest.mark.parametrize(
-    "params", [{"size": 0}, {"size": 251}, {"page": -1}, {"page": "x"}], ids=str
+    "params",
+    [{"size": 0}, {"size": 251}, {"page": -1}, {"page": "x"}, {"page": [0, 1]}],
+    ids=str,
 )
 def test_contacts_reject_bad_paging(fake: FakeLexware, params: dict[str, Any]) -> None:
     token = connect(fake)["access_token"]
@@ -900,10 +928,8 @@ def test_unknown_api_path_fails_loudly_in_process(fake: FakeLexware) -> None:
 
 
 def test_rate_limit_answers_429_after_the_burst(
-    fake: FakeLexware, monkeypatch: pytest.MonkeyPatch
+    fake: FakeLexware, frozen_clock: Callable[[float], None]
 ) -> None:
-    start = time.time()
-    monkeypatch.setattr(clock, "now", lambda: start)
     fake.set_rate_limit(2.0)  # Lexware's limit; the suite's settings switch it off by default
     token = connect(fake)["access_token"]
     assert api_get("/v1/profile", token).status_code == 200
@@ -915,14 +941,12 @@ def test_rate_limit_answers_429_after_the_burst(
     assert not any(name.lower().startswith("x-ratelimit") for name in limited.headers)
     assert fake.count("rate_limited") == 1
     assert fake.count("profile") == 1  # the limited call was not performed
-    monkeypatch.setattr(clock, "now", lambda: start + 0.5)  # 2/s: one token back
+    frozen_clock(0.5)  # 2/s: one token back
     assert api_get("/v1/profile", token).status_code == 200
     assert api_get("/v1/profile", token).status_code == 429
 
 
-def test_rate_limit_is_per_client(fake: FakeLexware, monkeypatch: pytest.MonkeyPatch) -> None:
-    start = time.time()
-    monkeypatch.setattr(clock, "now", lambda: start)
+def test_rate_limit_is_per_client(fake: FakeLexware, frozen_clock: Callable[[float], None]) -> None:
     fake.set_rate_limit(2.0)
     mine = connect(fake)["access_token"]
     other = post_token(
@@ -935,10 +959,8 @@ def test_rate_limit_is_per_client(fake: FakeLexware, monkeypatch: pytest.MonkeyP
 
 
 def test_rate_limit_configurable_and_disabled(
-    fake: FakeLexware, monkeypatch: pytest.MonkeyPatch
+    fake: FakeLexware, frozen_clock: Callable[[float], None]
 ) -> None:
-    start = time.time()
-    monkeypatch.setattr(clock, "now", lambda: start)
     token = connect(fake)["access_token"]
     fake.set_rate_limit(rate=1.0, burst=5)
     assert [api_get("/v1/profile", token).status_code for _ in range(6)] == [200] * 5 + [429]
@@ -947,10 +969,8 @@ def test_rate_limit_configurable_and_disabled(
 
 
 def test_rate_limit_from_settings(
-    fake: FakeLexware, settings: Any, monkeypatch: pytest.MonkeyPatch
+    fake: FakeLexware, settings: Any, frozen_clock: Callable[[float], None]
 ) -> None:
-    start = time.time()
-    monkeypatch.setattr(clock, "now", lambda: start)
     token = connect(fake)["access_token"]
     settings.LEXOFFICE_FAKE_RATE_LIMIT = None
     assert {api_get("/v1/profile", token).status_code for _ in range(5)} == {200}
@@ -960,10 +980,8 @@ def test_rate_limit_from_settings(
 
 
 def test_rate_limit_default_is_lexwares(
-    fake: FakeLexware, settings: Any, monkeypatch: pytest.MonkeyPatch
+    fake: FakeLexware, settings: Any, frozen_clock: Callable[[float], None]
 ) -> None:
-    start = time.time()
-    monkeypatch.setattr(clock, "now", lambda: start)
     if hasattr(settings, "LEXOFFICE_FAKE_RATE_LIMIT"):
         del settings.LEXOFFICE_FAKE_RATE_LIMIT
     token = connect(fake)["access_token"]
@@ -971,10 +989,8 @@ def test_rate_limit_default_is_lexwares(
 
 
 def test_rate_limit_is_one_bucket_under_concurrency(
-    fake: FakeLexware, monkeypatch: pytest.MonkeyPatch
+    fake: FakeLexware, frozen_clock: Callable[[float], None]
 ) -> None:
-    start = time.time()
-    monkeypatch.setattr(clock, "now", lambda: start)
     fake.set_rate_limit(rate=2.0, burst=3)
     token = connect(fake)["access_token"]
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -986,58 +1002,61 @@ def test_rate_limit_is_one_bucket_under_concurrency(
 # -- faults ---------------------------------------------------------------------------------------
 
 
-REFRESH_FAULTS: dict[str, tuple[dict[str, Any], int, Any, bool]] = {
-    # kind/options -> status, body check, whether the tokens rotated
-    "server_error": ({"kind": "server_error"}, 500, {"message": "Internal Server Error"}, False),
-    "server_error_503": (
-        {"kind": "server_error", "status": 503},
-        503,
-        {"message": "Service Unavailable"},
-        False,
-    ),
-    "invalid_grant": ({"kind": "invalid_grant"}, 400, "invalid_grant", False),
-    "unauthorized_client": ({"kind": "unauthorized_client"}, 400, "unauthorized_client", False),
-    "non_json": ({"kind": "non_json"}, 502, "html", False),
-    "rate_limit": ({"kind": "rate_limit"}, 429, {"message": "Too Many Requests"}, False),
-    "rate_limit_500": (
-        {"kind": "rate_limit_500"},
-        500,
-        {"message": "Internal server error or rate limit exceeded"},
-        False,
-    ),
-    "slow": ({"kind": "slow", "seconds": 0.05}, 200, None, True),
-}
-
-
 @pytest.mark.parametrize(
-    ("options", "status", "body", "rotated"), REFRESH_FAULTS.values(), ids=REFRESH_FAULTS.keys()
+    ("kind", "options", "status", "body"),
+    [
+        ("server_error", {}, 500, {"message": "Internal Server Error"}),
+        ("server_error", {"status": 503}, 503, {"message": "Service Unavailable"}),
+        ("server_error", {"status": 504}, 504, {"message": "Endpoint request timed out"}),
+        ("rate_limit", {}, 429, {"message": "Too Many Requests"}),
+        ("rate_limit_500", {}, 500, {"message": "Internal server error or rate limit exceeded"}),
+    ],
 )
-def test_refresh_faults(
-    fake: FakeLexware, options: dict[str, Any], status: int, body: Any, rotated: bool
+def test_refresh_transient_faults_answer_and_leave_the_connection(
+    fake: FakeLexware, kind: str, options: dict[str, Any], status: int, body: dict[str, str]
 ) -> None:
     tokens = connect(fake)
-    fake.inject("refresh", **options)
-    started = time.monotonic()
+    fake.inject("refresh", kind, **options)
     response = refresh(tokens["refresh_token"])
-    assert response.status_code == status
-    if isinstance(body, dict):
-        assert response.json() == body
-    elif body == "html":
-        assert response.headers["Content-Type"].startswith("text/html")
-        with pytest.raises(ValueError):
-            response.json()
-    elif isinstance(body, str):
-        assert oauth_error(response) == body
-    if options["kind"] == "slow":
-        assert time.monotonic() - started >= 0.05
-    assert fake.count("refresh") == (1 if rotated else 0)
-    if options["kind"] == "invalid_grant":
-        # Lexware's invalid_grant means the connection is gone.
-        assert not fake.is_refresh_token_valid(tokens["refresh_token"])
-    elif not rotated:
-        # Transient failures leave the connection as it was: one shot, then normal service.
-        assert fake.is_refresh_token_valid(tokens["refresh_token"])
-        assert refresh(tokens["refresh_token"]).status_code == 200
+    assert (response.status_code, response.json()) == (status, body)
+    assert fake.count("refresh") == 0
+    assert refresh(tokens["refresh_token"]).status_code == 200  # one shot, then normal service
+
+
+def test_refresh_non_json_fault_is_an_html_502(fake: FakeLexware) -> None:
+    tokens = connect(fake)
+    fake.inject("refresh", "non_json")
+    response = refresh(tokens["refresh_token"])
+    assert response.status_code == 502
+    assert response.headers["Content-Type"].startswith("text/html")
+    with pytest.raises(ValueError):
+        response.json()
+    assert fake.is_refresh_token_valid(tokens["refresh_token"])
+
+
+def test_refresh_invalid_grant_fault_ends_the_connection(fake: FakeLexware) -> None:
+    tokens = connect(fake)
+    fake.inject("refresh", "invalid_grant")
+    assert oauth_error(refresh(tokens["refresh_token"])) == "invalid_grant"
+    assert not fake.is_refresh_token_valid(tokens["refresh_token"])  # as Lexware means it
+
+
+def test_refresh_unauthorized_client_fault_leaves_the_connection(fake: FakeLexware) -> None:
+    tokens = connect(fake)
+    fake.inject("refresh", "unauthorized_client")
+    response = refresh(tokens["refresh_token"])
+    assert response.status_code == 400
+    assert oauth_error(response) == "unauthorized_client"
+    assert fake.is_refresh_token_valid(tokens["refresh_token"])
+
+
+def test_refresh_slow_fault_answers_late_and_rotates(fake: FakeLexware) -> None:
+    tokens = connect(fake)
+    fake.inject("refresh", "slow", seconds=0.05)
+    started = time.monotonic()
+    assert refresh(tokens["refresh_token"]).status_code == 200
+    assert time.monotonic() - started >= 0.05
+    assert fake.count("refresh") == 1
 
 
 def test_refresh_lost_response_rotates_but_the_client_never_hears(fake: FakeLexware) -> None:
@@ -1271,20 +1290,55 @@ def test_works_on_a_cache_without_atomic_incr(tmp_path: Any, settings: Any) -> N
         assert fake.count("profile") == 16
 
 
-def test_count_rejects_unknown_names(fake: FakeLexware) -> None:
+@pytest.mark.parametrize(
+    ("call", "kwargs"),
+    [
+        ("count", {"name": "everything"}),
+        ("count", {"name": "token", "connection_id": "abc"}),
+        ("register_client", {"client_id": "", "redirect_uris": [REDIRECT_URI]}),
+        ("register_client", {"client_id": "x", "redirect_uris": []}),
+        ("register_client", {"client_id": "x", "redirect_uris": ["/"], "scopes": ["openid"]}),
+        ("add_company", {"company_name": "X", "user_name": "Y", "user_email": "", "tax_type": "?"}),
+        ("set_rate_limit", {"rate": 0}),
+        ("set_rate_limit", {"rate": 2, "burst": 0}),
+    ],
+)
+def test_set_up_and_inspection_reject_nonsense(
+    fake: FakeLexware, call: str, kwargs: dict[str, Any]
+) -> None:
     with pytest.raises(ValueError):
-        fake.count("everything")
+        getattr(fake, call)(**kwargs)
 
 
-# -- the pytest plugin -----------------------------------------------------------------------------
+def test_revoke_connection_refuses_a_token_of_no_live_connection(fake: FakeLexware) -> None:
+    with pytest.raises(FakeLexwareError, match="no live connection"):
+        fake.revoke_connection("never-issued")
 
 
-def test_plugin_fixture_registers_the_configured_client(fake_lexware: FakeLexware) -> None:
-    url = authorize_url(client_id=lexoffice_settings.CLIENT_ID)
-    code = query(fake_lexware.approve(url))["code"]
-    auth = (lexoffice_settings.CLIENT_ID, lexoffice_settings.CLIENT_SECRET)
-    assert post_token(code_data(code), auth=auth).status_code == 200
-    assert fake_lexware.requests_mock is not None
+@pytest.mark.parametrize(
+    ("url", "data"),
+    [
+        ("TOKEN_URL", {"grant_type": "authorization_code"}),
+        ("TOKEN_URL", {"grant_type": "refresh_token"}),
+        ("REVOKE_URL", {"other": "1"}),
+    ],
+    ids=["code", "refresh-token", "token"],
+)
+def test_a_missing_parameter_is_invalid_request(
+    fake: FakeLexware, url: str, data: dict[str, str]
+) -> None:
+    response = requests.post(getattr(lexoffice_settings, url), data=data, auth=(CLIENT_ID, SECRET))
+    assert response.status_code == 400
+    assert oauth_error(response) == "invalid_request"
+
+
+def test_a_busy_bucket_answers_429(fake: FakeLexware, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake.set_rate_limit(2.0)
+    token = connect(fake)["access_token"]
+    monkeypatch.setattr(clock, "LOCK_WAIT", 0.0)
+    with fake.lock(f"bucket:{CLIENT_ID}"):  # another request holds the bucket
+        assert api_get("/v1/profile", token).status_code == 429
+    assert fake.count("rate_limited") == 1
 
 
 # -- over real HTTP --------------------------------------------------------------------------------
@@ -1341,13 +1395,12 @@ settings.configure(
     USE_TZ=True,
 )
 django.setup()
-from django_lexoffice.testing import grants, ratelimit
 from django_lexoffice.testing.state import FakeState
 state = FakeState()
 print("ready", flush=True)
 sys.stdin.readline()  # start together
-rotated = grants.rotate(state, sys.argv[3], sys.argv[4]) is not None
-allowed = sum(ratelimit.allow(state, sys.argv[4]) for _ in range(3))
+rotated = state.rotate(sys.argv[3], sys.argv[4]) is not None
+allowed = sum(state.allow(sys.argv[4]) for _ in range(3))
 print(json.dumps({"rotated": rotated, "allowed": allowed}))
 """
 

@@ -62,29 +62,6 @@ def test_refresh_connection_outcomes(eager, fake_lexware, user):
     assert connection.consecutive_failures == 1
 
 
-def test_importing_the_app_never_needs_celery():
-    code = (
-        "import sys, builtins; real = builtins.__import__\n"
-        "def guard(name, *a, **k):\n"
-        "    if name == 'celery' or name.startswith('celery.'): raise ImportError('no celery')\n"
-        "    return real(name, *a, **k)\n"
-        "builtins.__import__ = guard\n"
-        "import django; django.setup()\n"
-        "import django_lexoffice.models, django_lexoffice.admin, django_lexoffice.views\n"
-        "try:\n    import django_lexoffice.tasks\nexcept ImportError as e:\n    print(e)\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(ROOT)},
-    )
-    assert result.returncode == 0, result.stderr
-    assert 'pip install "django-lexoffice[celery]"' in result.stdout
-
-
 @pytest.mark.redis
 @pytest.mark.postgres
 @pytest.mark.skipif(

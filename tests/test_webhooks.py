@@ -25,6 +25,7 @@ from .webhook_helpers import (
     WEBHOOK_URL,
     deliver,
     event_body,
+    needs_celery,
     private_key,
     public_pem,
     sign,
@@ -294,6 +295,7 @@ def test_unknown_event_type_is_recorded_acknowledged_and_logged(
     assert [kw["event_type"] for kw in received] == ["spaceship.landed"]
 
 
+@needs_celery
 @override_settings(LEXOFFICE_WEBHOOK_USE_CELERY=True)
 def test_receivers_are_queued_as_a_celery_task_when_configured(client, key, on_commit, received):
     from django_lexoffice import tasks
@@ -511,9 +513,7 @@ def test_token_revoked_racing_a_refresh_ends_revoked_with_no_token(
     connection.refresh_from_db()
     assert connection.status == "revoked" and connection.ended_in_lexoffice
     assert connection.access_token == "" and connection.refresh_token == ""
-    from django_lexoffice.testing import grants
-
-    assert grants.get_grant(fake_lexware.state, connection_id) is None  # no grant left alive
+    assert fake_lexware.get("grant", connection_id) is None  # no grant left alive
 
 
 def test_unparsable_content_length_is_read_with_the_cap(rf, key):

@@ -13,6 +13,8 @@ from django.utils import timezone
 from django_lexoffice import renewal, signals
 from django_lexoffice.models import LexofficeConnection
 
+from .webhook_helpers import needs_celery
+
 pytestmark = pytest.mark.django_db
 
 
@@ -85,6 +87,7 @@ def test_dry_run_sends_no_reminder(make_connection, reminders):
     assert reminders == []
 
 
+@needs_celery
 def test_celery_refresh_task_sends_the_reminders_too(make_connection, reminders):
     from django_lexoffice import tasks
 

@@ -16,6 +16,7 @@ from django_lexoffice.signals import connection_revoked
 from django_lexoffice.testing import webhooks as fake_webhooks
 
 from .test_flow import connect
+from .webhook_helpers import needs_celery
 
 pytestmark = pytest.mark.django_db
 
@@ -429,6 +430,7 @@ def test_an_unexpected_error_while_subscribing_never_breaks_the_login(login, cap
     assert "Subscribing lexoffice connection" in caplog.text
 
 
+@needs_celery
 def test_subscriptions_are_queued_as_celery_task_when_configured(login, settings, fake_lexware):
     from django_lexoffice import tasks
 
@@ -441,6 +443,7 @@ def test_subscriptions_are_queued_as_celery_task_when_configured(login, settings
     assert len(fake_lexware.subscriptions()) == 1
 
 
+@needs_celery
 def test_sync_task_syncs_and_prunes(login, fake_lexware, settings):
     from django_lexoffice import tasks
 

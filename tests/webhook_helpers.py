@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import base64
 import functools
+import importlib.util
 import json
 from typing import Any
 
+import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 WEBHOOK_URL = "/lexoffice/webhook/"
+#: Tests of the Celery tasks; tox's noextras environment runs without Celery.
+needs_celery = pytest.mark.skipif(
+    importlib.util.find_spec("celery") is None, reason="needs the celery extra"
+)
 ORGANIZATION_ID = "aa93e8a8-2aa3-470b-b914-caad8a255dd8"
 CONNECTION_ID = "3dea098a-fae5-4458-a85c-f97965966c25"
 

@@ -5,45 +5,10 @@ from __future__ import annotations
 import re
 from typing import Any, Final, TypedDict
 
-#: Every scope Lexware knows. There is no ``openid`` and no ``profile`` scope.
-SCOPES: Final[tuple[str, ...]] = (
-    "profile.read",
-    "organization.read",
-    "contacts.read",
-    "contacts.write",
-    "contacts.bankaccounts.read",
-    "contacts.bankaccounts.write",
-    "articles.read",
-    "articles.write",
-    "invoices.read",
-    "invoices.write",
-    "credit-notes.read",
-    "credit-notes.write",
-    "order-confirmations.read",
-    "order-confirmations.write",
-    "quotations.read",
-    "quotations.write",
-    "delivery-notes.read",
-    "delivery-notes.write",
-    "dunnings.read",
-    "dunnings.write",
-    "recurring-templates.read",
-    "vouchers.read",
-    "vouchers.write",
-    "vouchers.sendmail",
-    "voucherlist.read",
-    "payments.read",
-    "files.read",
-    "files.write",
-    "files.status",
-    "finance.read",
-    "finance.write",
-    "finance.delete",
-    "cashbox.read",
-    "cashbox.write",
-    "cashbox.delete",
-    "transaction-assignment-hint.write",
-)
+from django_lexoffice.conf import KNOWN_SCOPES
+
+#: Every scope Lexware knows (one list, the system checks'), ``profile.read`` first.
+SCOPES: Final[tuple[str, ...]] = ("profile.read", *sorted(KNOWN_SCOPES - {"profile.read"}))
 
 CODE_LIFETIME: Final = 300  # seconds; the authorization code is single-use and lives 5 minutes
 ACCESS_TOKEN_LIFETIME: Final = 4 * 3600
@@ -62,8 +27,33 @@ CHALLENGE_RE: Final = re.compile(r"[A-Za-z0-9_\-]{43}")
 #: LEXOFFICE.md: letters incl. äöüÄÖÜß, digits, whitespace and / ? . - { } " _ \ : = , ( )
 CONNECTION_NAME_RE: Final = re.compile(r"[A-Za-z0-9äöüÄÖÜß \t\n\r\f\v/?.\-{}\"_\\:=,()]*")
 
-#: Endpoints a fault can be injected into.
+#: Endpoints a fault can be injected into: ``token`` is the code exchange, ``refresh`` the
+#: refresh grant (both ``/oauth2/token``), ``api`` every ``/v1`` endpoint but ``/v1/profile``.
 ENDPOINTS: Final[tuple[str, ...]] = ("authorize", "token", "refresh", "revoke", "profile", "api")
+#: Every fault kind (docs/testing.rst tells what the client sees for each).
+FAULT_KINDS: Final[tuple[str, ...]] = (
+    "server_error",
+    "slow",
+    "invalid_grant",
+    "unauthorized_client",
+    "non_json",
+    "rate_limit",
+    "rate_limit_500",
+    "lost_response",
+    "connection_reset",
+)
+_ANSWERING = ("server_error", "non_json", "rate_limit", "rate_limit_500", "connection_reset")
+#: The kinds each endpoint accepts (``inject`` refuses the rest with ``ValueError``): the API
+#: gateway speaks no OAuth errors, and the authorization page has no answer to lose.
+FAULTS_BY_ENDPOINT: Final[dict[str, tuple[str, ...]]] = {
+    "authorize": (*_ANSWERING, "slow", "unauthorized_client"),
+    "token": FAULT_KINDS,
+    "refresh": FAULT_KINDS,
+    "revoke": (*_ANSWERING, "slow", "unauthorized_client", "lost_response"),
+    "profile": (*_ANSWERING, "slow", "lost_response"),
+    "api": (*_ANSWERING, "slow", "lost_response"),
+}
+SERVER_ERROR_STATUSES: Final = (500, 502, 503, 504)
 #: Names :meth:`FakeLexware.count` accepts.
 COUNTERS: Final[tuple[str, ...]] = (
     "authorize",
@@ -74,6 +64,8 @@ COUNTERS: Final[tuple[str, ...]] = (
     "api",
     "rate_limited",
 )
+#: Lexware's API rate: requests per second per client id.
+DEFAULT_RATE_LIMIT: Final = 2.0
 
 
 class Company(TypedDict):

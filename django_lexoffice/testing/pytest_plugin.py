@@ -1,57 +1,83 @@
-"""pytest fixtures for the fake Lexware.
-
-Enable in a ``conftest.py``::
+"""pytest fixtures for the fake Lexware (needs pytest-django). Enable in ``conftest.py``::
 
     pytest_plugins = ["django_lexoffice.testing.pytest_plugin"]
 
-``fake_lexware`` gives a reset :class:`~django_lexoffice.testing.FakeLexware` routed in-process
-(``responses``), with the configured ``SOCIAL_AUTH_LEXOFFICE_KEY`` / ``_SECRET`` registered for
-the redirect URIs of ``fake_lexware_redirect_uris`` (override that fixture to change them). The
-state is reset before and after each test.
+``fake_lexware``
+    A reset :class:`~django_lexoffice.testing.FakeLexware` routed in-process (``responses``),
+    with ``SOCIAL_AUTH_LEXOFFICE_KEY``/``_SECRET`` registered for the redirect URIs of
+    ``fake_lexware_redirect_uris``; reset again after the test. It asks for the database
+    (starting a login writes social-auth's state), so tests using it need no ``django_db`` mark.
+``fake_lexware_redirect_uris``
+    ``LEXOFFICE_REDIRECT_URI`` if set, and ``http://testserver/lexoffice/callback/``; override
+    it in a ``conftest.py`` to register others.
+``lexoffice_connection``
+    A user's :class:`~django_lexoffice.models.LexofficeConnection` whose tokens the fake really
+    issued, so refresh, revoke and API calls work.
+
+Django models are imported inside the fixtures: pytest loads plugins before Django is set up.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 if TYPE_CHECKING:
+    from django_lexoffice.models import LexofficeConnection
     from django_lexoffice.testing import FakeLexware
-
-DEFAULT_REDIRECT_URI = "http://testserver/lexoffice/callback/"
 
 
 @pytest.fixture
 def fake_lexware_redirect_uris() -> list[str]:
-    """Redirect URIs registered for the configured client: ``LEXOFFICE_REDIRECT_URI`` if set,
-    and the test client's default callback URL."""
-    from django_lexoffice.conf import settings as lexoffice_settings
+    """Redirect URIs registered for the configured client; override to change them."""
+    from django_lexoffice.testing.fake import default_redirect_uris
 
-    uris = [DEFAULT_REDIRECT_URI]
-    if lexoffice_settings.REDIRECT_URI and lexoffice_settings.REDIRECT_URI not in uris:
-        uris.insert(0, lexoffice_settings.REDIRECT_URI)
-    return uris
+    return default_redirect_uris()
 
 
 @pytest.fixture
-def fake_lexware(fake_lexware_redirect_uris: list[str]) -> Iterator[FakeLexware]:
-    """A fresh fake Lexware, routed in-process for the test."""
-    # Imported here: the plugin module is loaded before Django is configured.
-    from django_lexoffice.conf import settings as lexoffice_settings
+def fake_lexware(db: None, fake_lexware_redirect_uris: list[str]) -> Iterator[FakeLexware]:
+    """A fresh fake Lexware with the configured client, routed in-process for the test."""
     from django_lexoffice.testing import FakeLexware
 
     fake = FakeLexware()
-    fake.reset()
-    if lexoffice_settings.CLIENT_ID:
-        fake.register_client(
-            lexoffice_settings.CLIENT_ID,
-            secret=lexoffice_settings.CLIENT_SECRET,
-            redirect_uris=fake_lexware_redirect_uris,
-        )
+    fake.reset()  # refuses a DummyCache with a clear message
+    fake.register_configured_client(fake_lexware_redirect_uris)
     try:
         with fake.mock():
             yield fake
     finally:
         fake.reset()
+
+
+@pytest.fixture
+def lexoffice_connection(fake_lexware: FakeLexware, django_user_model: Any) -> LexofficeConnection:
+    """User ``lexoffice-user``'s connection to the first demo company ("Testfirma GmbH"),
+    holding a live grant of the configured client at the fake for the configured scopes."""
+    from django.utils import timezone
+
+    from django_lexoffice.conf import settings as lexoffice_settings
+    from django_lexoffice.models import LexofficeConnection
+
+    company = fake_lexware.companies()[0]
+    scopes = lexoffice_settings.SCOPES
+    issued = fake_lexware.issue_tokens(lexoffice_settings.CLIENT_ID, scopes=scopes)
+    user = django_user_model.objects.create_user(
+        username="lexoffice-user", email="lexoffice-user@example.com"
+    )
+    return LexofficeConnection.objects.create(
+        user=user,
+        organization_id=company["organization_id"],
+        connection_id=fake_lexware.connection_id_for(issued["access_token"]) or "",
+        company_name=company["company_name"],
+        lexoffice_user_id=company["user_id"],
+        lexoffice_user_name=company["user_name"],
+        lexoffice_user_email=company["user_email"],
+        scopes=scopes,
+        access_token=issued["access_token"],
+        refresh_token=issued["refresh_token"],
+        expires_at=timezone.now() + timedelta(seconds=issued["expires_in"]),
+    )

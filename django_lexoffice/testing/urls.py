@@ -1,4 +1,4 @@
-"""URLs of the fake Lexware, for a site or the example project.
+"""URLs of the fake Lexware, for a site or the example project (never in production).
 
 Mount both halves under one prefix and point both base URLs at it::
 

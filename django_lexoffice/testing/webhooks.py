@@ -12,6 +12,9 @@ connection from Lexware's side (``token.revoked``).
   kept for :func:`redeliver_failed` (Lexware's 41-hour schedule is documented, not simulated).
 - Callbacks to ``testserver`` go through Django's test ``Client`` (in-process tests); other
   hosts through ``requests``.
+
+The endpoints authenticate and rate-limit like every ``/v1`` endpoint (:func:`.views.bearer_grant`)
+but take no injected faults: ``FakeLexware.mock()`` and ``urls`` route them.
 """
 
 from __future__ import annotations
@@ -19,9 +22,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
-import re
 import uuid
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -35,8 +36,8 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods
 
-from . import grants, ratelimit, replies, resources
-from .state import FakeState
+from .state import FakeState, Grant
+from .views import bearer_grant, message
 
 DELIVERY_TIMEOUT = 5.0
 DELIVERED = frozenset({200, 201, 202, 204})
@@ -125,23 +126,6 @@ def _send(method: str, url: str, body: bytes = b"", headers: dict[str, str] | No
         return 0
 
 
-def register_routes(mock: Any, api_base: str, make_callback: Callable[[str], Any]) -> None:
-    """Route the subscription endpoints in-process (``responses_adapter`` calls this)."""
-    prefix = re.escape(api_base + "/v1/event-subscriptions")
-    for method in ("GET", "POST"):
-        callback = make_callback("/v1/event-subscriptions")
-        mock.add_callback(method, re.compile(prefix + r"\Z"), callback=callback, content_type=None)
-
-    def one(prepared: Any) -> Any:
-        subscription_id = urlsplit(str(prepared.url)).path.rsplit("/", 1)[-1]
-        return make_callback(f"/v1/event-subscriptions/{subscription_id}")(prepared)
-
-    for method in ("GET", "DELETE"):
-        mock.add_callback(
-            method, re.compile(prefix + r"/[^/?]+\Z"), callback=one, content_type=None
-        )
-
-
 # -- subscriptions ---------------------------------------------------------------------------
 
 
@@ -157,21 +141,12 @@ def _duplicate(items: Any, event_type: str, url: str) -> bool:
     return any(i["eventType"] == event_type and i["callbackUrl"] == url for i in items)
 
 
-def _grant_or_401(request: HttpRequest, state: FakeState) -> Any:
-    grant = resources.authenticate(request, state)
-    if grant is None:
-        return replies.unauthorized()
-    if not ratelimit.allow(state, grant["client_id"]):
-        return replies.too_many_requests()
-    return grant
-
-
 @csrf_exempt
 @require_http_methods(["GET", "POST"])
 def event_subscriptions(request: HttpRequest) -> HttpResponse:
     """``GET``: the calling connection's subscriptions. ``POST``: subscribe."""
     state = FakeState()
-    grant = _grant_or_401(request, state)
+    grant = bearer_grant(request, state)
     if isinstance(grant, HttpResponse):
         return grant
     mine = {
@@ -186,11 +161,11 @@ def event_subscriptions(request: HttpRequest) -> HttpResponse:
         data = json.loads(request.body)
         event_type, url = str(data["eventType"]), str(data["callbackUrl"])
     except (ValueError, KeyError, TypeError):
-        return replies.message(400, "eventType and callbackUrl are required")
+        return message(400, "eventType and callbackUrl are required")
     if _duplicate(mine.values(), event_type, url):
-        return replies.message(409, "Conflict: subscription already exists")
+        return message(409, "Conflict: subscription already exists")
     if not _allowed_callback(url) or _send("HEAD", url) != 200:
-        return replies.message(406, "callbackUrl could not be verified")
+        return message(406, "callbackUrl could not be verified")
     subscription_id = str(uuid.uuid4())
     created = timezone.now().isoformat(timespec="milliseconds")
     with state.lock("subscriptions"):
@@ -199,7 +174,7 @@ def event_subscriptions(request: HttpRequest) -> HttpResponse:
             i for i in subscriptions.values() if i["connectionId"] == grant["connection_id"]
         )
         if _duplicate(same_grant, event_type, url):  # a concurrent request won
-            return replies.message(409, "Conflict: subscription already exists")
+            return message(409, "Conflict: subscription already exists")
         subscriptions[subscription_id] = {
             "subscriptionId": subscription_id,
             "organizationId": grant["company"]["organization_id"],
@@ -224,14 +199,14 @@ def event_subscriptions(request: HttpRequest) -> HttpResponse:
 def event_subscription(request: HttpRequest, subscription_id: str) -> HttpResponse:
     """``GET`` one subscription, or ``DELETE`` it (204; 404 when unknown)."""
     state = FakeState()
-    grant = _grant_or_401(request, state)
+    grant = bearer_grant(request, state)
     if isinstance(grant, HttpResponse):
         return grant
     with state.lock("subscriptions"):
         subscriptions = _subscriptions(state)
         item = subscriptions.get(subscription_id)
         if item is None or item["organizationId"] != grant["company"]["organization_id"]:
-            return replies.message(404, "Not Found")
+            return message(404, "Not Found")
         if request.method == "GET":
             return JsonResponse({k: v for k, v in item.items() if k != "connectionId"})
         del subscriptions[subscription_id]
@@ -269,7 +244,7 @@ def deliver(
             continue
         if connection_id is not None and item["connectionId"] != connection_id:
             continue
-        if connection_id is None and grants.get_grant(state, item["connectionId"]) is None:
+        if connection_id is None and state.get("grant", item["connectionId"]) is None:
             continue
         statuses.append(_deliver_body(state, item["callbackUrl"], body))
     return statuses
@@ -313,10 +288,10 @@ def redeliver_failed(state: FakeState, *, attempts: int = 1) -> list[int]:
 def end_connection(state: FakeState, connection_id: str) -> list[int]:
     """The user ends the connection in lexoffice ("Verbindung trennen"): revoke the grant,
     deliver ``token.revoked`` to its subscriptions, then delete them. Returns the statuses."""
-    grant = grants.get_grant(state, connection_id)
+    grant: Grant | None = state.get("grant", connection_id)
     if grant is None:
         raise LookupError(f"no live connection {connection_id!r}")
-    grants.end_grant(state, grant)
+    state.end_grant(grant)
     statuses = deliver(
         state,
         "token.revoked",
@@ -332,20 +307,6 @@ def end_connection(state: FakeState, connection_id: str) -> list[int]:
     return statuses
 
 
-def remember_grant(state: FakeState, connection_id: str) -> None:
-    """Index a new grant for the "Verbundene Apps" page."""
-    with state.lock("grant-index"):
-        index = list(state.get("grant-index") or [])
-        index.append(connection_id)
-        state.set("grant-index", "", index)
-
-
-def live_grants(state: FakeState) -> list[Any]:
-    """The live grants, oldest first."""
-    found = (grants.get_grant(state, cid) for cid in state.get("grant-index") or [])
-    return [grant for grant in found if grant is not None]
-
-
 @csrf_protect
 @require_http_methods(["GET", "POST"])
 def connected_apps(request: HttpRequest) -> HttpResponse:
@@ -353,20 +314,18 @@ def connected_apps(request: HttpRequest) -> HttpResponse:
     state = FakeState()
     if request.method == "POST":
         connection_id = request.POST.get("connection_id", "")
-        if grants.get_grant(state, connection_id) is not None:
+        if state.get("grant", connection_id) is not None:
             end_connection(state, connection_id)
         return HttpResponseRedirect(request.path)
     return render(
         request,
         "django_lexoffice/fake/connected_apps.html",
-        {"grants": live_grants(state)},
+        {"grants": state.live_grants()},
     )
 
 
-class FakeWebhooksMixin:
+class FakeWebhooksMixin(FakeState):
     """The webhook part of :class:`~django_lexoffice.testing.FakeLexware`'s Python API."""
-
-    state: FakeState
 
     def webhook_public_key(self) -> str:
         """PEM of the key the fake signs deliveries with (for ``LEXOFFICE_WEBHOOK_PUBLIC_KEY``)."""
@@ -375,25 +334,23 @@ class FakeWebhooksMixin:
     def end_connection(self, token_or_connection_id: str) -> list[int]:
         """End a connection from Lexware's side (a token of it, or its connectionId): revoke
         the grant, deliver ``token.revoked``, delete its subscriptions; the statuses."""
-        connection_id = grants.connection_id_for(self.state, token_or_connection_id)
-        return end_connection(self.state, connection_id or token_or_connection_id)
+        connection_id = self.connection_id_for(token_or_connection_id)
+        return end_connection(self, connection_id or token_or_connection_id)
 
     def deliver_event(
         self, event_type: str, resource_id: str, *, organization_id: str, **kwargs: Any
     ) -> list[int]:
         """Deliver an event (e.g. ``invoice.created``) to the matching subscriptions."""
-        return deliver(
-            self.state, event_type, resource_id, organization_id=organization_id, **kwargs
-        )
+        return deliver(self, event_type, resource_id, organization_id=organization_id, **kwargs)
 
     def subscriptions(self) -> list[dict[str, Any]]:
         """Every subscription the fake holds (with ``connectionId``)."""
-        return list(_subscriptions(self.state).values())
+        return list(_subscriptions(self).values())
 
     def failed_deliveries(self) -> list[dict[str, str]]:
         """Deliveries the site did not accept (``url``, ``body``)."""
-        return failed_deliveries(self.state)
+        return failed_deliveries(self)
 
     def redeliver_failed(self, *, attempts: int = 1) -> list[int]:
         """Redeliver failed deliveries, up to ``attempts`` times each until accepted."""
-        return redeliver_failed(self.state, attempts=attempts)
+        return redeliver_failed(self, attempts=attempts)
