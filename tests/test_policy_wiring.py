@@ -100,16 +100,21 @@ def test_command_warns_when_refresh_needs_too_much_of_the_budget(rsps, make_conn
     assert 'LEXOFFICE_REFRESH_POLICY = "on_use"' in err
 
 
-def test_command_and_task_refresh_in_the_background_lane(rsps, make_connection, lanes):
-    from django_lexoffice import tasks
-
-    first = make_connection(organization_id="a", expires_at=soon())
+def test_command_refreshes_in_the_background_lane(rsps, make_connection, lanes):
+    make_connection(expires_at=soon())
     add_refresh(rsps)
     run()
-    second = make_connection(organization_id="b", expires_at=soon())
+    assert lanes == [Lane.BACKGROUND]
+
+
+def test_celery_task_refreshes_in_the_background_lane(rsps, make_connection, lanes):
+    pytest.importorskip("celery", reason="the Celery extra is not installed")
+    from django_lexoffice import tasks
+
+    connection = make_connection(expires_at=soon())
     add_refresh(rsps)
-    assert tasks.refresh_connection(second.pk) == "refreshed"
-    assert first.pk != second.pk and lanes == [Lane.BACKGROUND, Lane.BACKGROUND]
+    assert tasks.refresh_connection(connection.pk) == "refreshed"
+    assert lanes == [Lane.BACKGROUND]
 
 
 def test_client_is_interactive_unless_told_otherwise(rsps, make_connection, lanes):
