@@ -7,6 +7,7 @@ import logging
 from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
 
+import django
 import pytest
 import requests
 from django.core import mail
@@ -71,7 +72,9 @@ def test_sec03_a_fresh_flow_still_works_after_a_5xx_answer(client, fake_lexware)
 @pytest.fixture
 def admin_mails(settings) -> Iterator[list]:
     """E-mail ADMINS on errors, from Django's request logger and from the app's loggers."""
-    settings.ADMINS = [("Ops", "ops@example.com")]
+    # Django 6.0 takes plain addresses and deprecates the (name, address) pairs 5.2 needs.
+    admin = "ops@example.com"
+    settings.ADMINS = [admin] if django.VERSION >= (6, 0) else [("Ops", admin)]
     handler = AdminEmailHandler(include_html=True)
     handler.setLevel(logging.ERROR)
     loggers = [logging.getLogger(name) for name in ("django.request", "django_lexoffice")]
