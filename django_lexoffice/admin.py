@@ -1,23 +1,23 @@
 """Admin for lexoffice connections: health at a glance, never a token.
 
 The list never loads (so never decrypts) a token, and the read-only detail page
-only says whether each token is "set". Styles live in ``static/django_lexoffice/admin.css``;
-the messages of the actions follow :class:`~django_lexoffice.tokens.RefreshOutcome`.
-social-auth's own association admin is replaced by a token-free one
-(:mod:`django_lexoffice.social_admin`).
+only says whether each token is "set". Where the rest lives:
+
+* :mod:`~django_lexoffice.admin_actions`: the actions (refresh, revoke, sync, delete after
+  revoking), their permissions, and the message each outcome gets.
+* :mod:`~django_lexoffice.admin_webhooks`: the webhook and renewal fields, and received events.
+* :mod:`~django_lexoffice.social_admin`: social-auth's association admin, token-free.
+* ``static/django_lexoffice/admin.css``: the styles.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from django.contrib import admin, messages
-from django.contrib.admin.actions import delete_selected
+from django.contrib import admin
 from django.contrib.admin.utils import flatten_fieldsets
-from django.contrib.auth import get_permission_codename, get_user_model
+from django.contrib.auth import get_user_model
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
@@ -26,16 +26,16 @@ from django.utils.formats import date_format
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.timesince import timesince, timeuntil
-from django.utils.translation import gettext, ngettext_lazy
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from . import social_admin, tokens
+from . import social_admin
+from .admin_actions import ConnectionActionsMixin
 from .admin_webhooks import AuthorizationEndsFilter, ConnectionWebhooksAdminMixin
 from .backends import LexofficeOAuth2
 from .conf import settings as lexoffice_settings
 from .models import LexofficeConnection, LexofficeConnectionQuerySet
 from .policy import current_capacity
-from .tokens import RefreshOutcome
 
 SOCIAL_AUTH_PROVIDER = LexofficeOAuth2.name
 __all__ = ["LexofficeConnectionAdmin", "social_admin"]  # social_admin registers on import
@@ -81,108 +81,6 @@ class ExpiryListFilter(admin.SimpleListFilter):
             return queryset.filter(expires_at__gt=soon)
         return None
 
-
-class ActionOutcome(NamedTuple):
-    """How one per-connection result of an admin action is reported: a message of this
-    level once per outcome (formatted with ``{"count": n}``); with ``count`` 1 it is also
-    the entry in the connection's admin history."""
-
-    level: int
-    summary: Any
-
-
-#: How each refresh outcome is reported (the action forces the refresh, so a connection
-#: never waits for its retry here).
-REFRESH_OUTCOMES: dict[str, ActionOutcome] = {
-    RefreshOutcome.REFRESHED: ActionOutcome(
-        messages.SUCCESS,
-        ngettext_lazy(
-            "%(count)d connection refreshed.", "%(count)d connections refreshed.", "count"
-        ),
-    ),
-    RefreshOutcome.SKIPPED: ActionOutcome(
-        messages.INFO,
-        ngettext_lazy(
-            "%(count)d connection skipped: another worker refreshed it a moment ago.",
-            "%(count)d connections skipped: another worker refreshed them a moment ago.",
-            "count",
-        ),
-    ),
-    RefreshOutcome.REAUTHORIZATION_REQUIRED: ActionOutcome(
-        messages.WARNING,
-        ngettext_lazy(
-            "%(count)d connection needs re-authorization: its user must connect again.",
-            "%(count)d connections need re-authorization: their users must connect again.",
-            "count",
-        ),
-    ),
-    RefreshOutcome.NOT_ACTIVE: ActionOutcome(
-        messages.WARNING,
-        ngettext_lazy(
-            "%(count)d connection skipped: it is revoked or waits for re-authorization.",
-            "%(count)d connections skipped: they are revoked or wait for re-authorization.",
-            "count",
-        ),
-    ),
-    RefreshOutcome.TRANSIENT_FAILURE: ActionOutcome(
-        messages.ERROR,
-        ngettext_lazy(
-            "%(count)d refresh failed: Lexware unavailable. The tokens were kept and the "
-            "refresh will be retried.",
-            "%(count)d refreshes failed: Lexware unavailable. The tokens were kept and the "
-            "refreshes will be retried.",
-            "count",
-        ),
-    ),
-    RefreshOutcome.CLIENT_REFUSED: ActionOutcome(
-        messages.ERROR,
-        ngettext_lazy(
-            "%(count)d refresh failed: Lexware refused the client. Check "
-            "SOCIAL_AUTH_LEXOFFICE_KEY and SOCIAL_AUTH_LEXOFFICE_SECRET.",
-            "%(count)d refreshes failed: Lexware refused the client. Check "
-            "SOCIAL_AUTH_LEXOFFICE_KEY and SOCIAL_AUTH_LEXOFFICE_SECRET.",
-            "count",
-        ),
-    ),
-    RefreshOutcome.RATE_LIMITED: ActionOutcome(
-        messages.ERROR,
-        ngettext_lazy(
-            "%(count)d refresh not attempted: the shared rate limit stayed busy. Try again later.",
-            "%(count)d refreshes not attempted: the shared rate limit stayed busy. "
-            "Try again later.",
-            "count",
-        ),
-    ),
-}
-
-REVOKE_OUTCOMES: dict[str, ActionOutcome] = {
-    "revoked": ActionOutcome(
-        messages.SUCCESS,
-        ngettext_lazy(
-            "%(count)d connection revoked at Lexware and disconnected.",
-            "%(count)d connections revoked at Lexware and disconnected.",
-            "count",
-        ),
-    ),
-    "unconfirmed": ActionOutcome(
-        messages.WARNING,
-        ngettext_lazy(
-            "%(count)d connection disconnected, but Lexware did not confirm the revocation; "
-            "its user can end the access in lexoffice's settings.",
-            "%(count)d connections disconnected, but Lexware did not confirm the revocations; "
-            "their users can end the access in lexoffice's settings.",
-            "count",
-        ),
-    ),
-    "already_revoked": ActionOutcome(
-        messages.INFO,
-        ngettext_lazy(
-            "%(count)d connection was already revoked.",
-            "%(count)d connections were already revoked.",
-            "count",
-        ),
-    ),
-}
 
 DETAIL_FIELDSETS: Any = (
     (
@@ -241,18 +139,13 @@ DETAIL_FIELDSETS: Any = (
 
 
 @admin.register(LexofficeConnection)
-class LexofficeConnectionAdmin(ConnectionWebhooksAdminMixin, _ModelAdmin):
+class LexofficeConnectionAdmin(ConnectionActionsMixin, ConnectionWebhooksAdminMixin, _ModelAdmin):
     """Every user's lexoffice connections, read-only, never showing a token.
 
-    Permissions (``django_lexoffice.<codename>``):
-
-    * ``view_lexofficeconnection``: see the list and the read-only detail pages.
-    * ``refresh_lexofficeconnection``: the "Refresh tokens now" action.
-    * ``revoke_lexofficeconnection``: the "Revoke and disconnect" action.
-    * ``delete_lexofficeconnection``: delete connections; each one is revoked at
-      Lexware first (also by the bulk "delete selected" action).
-    * ``change_lexofficeconnection`` allows viewing only: nothing here is editable,
-      and there is no add page (users connect through ``lexoffice:login``).
+    ``view_lexofficeconnection`` (or ``change_lexofficeconnection``) shows the list and
+    the read-only detail pages: nothing here is editable, and there is no add page (users
+    connect through ``lexoffice:login``). The actions' permissions are described in
+    :class:`~django_lexoffice.admin_actions.ConnectionActionsMixin`.
     """
 
     # Fits a 1280 px window next to the admin's sidebar: the organization id (a UUID
@@ -309,18 +202,6 @@ class LexofficeConnectionAdmin(ConnectionWebhooksAdminMixin, _ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Read-only for everyone; viewing needs the view (or change) permission.
         return False
-
-    def has_refresh_permission(self, request: HttpRequest) -> bool:
-        """May the user run "Refresh tokens now"?"""
-        return self._has_custom_permission(request, "refresh")
-
-    def has_revoke_permission(self, request: HttpRequest) -> bool:
-        """May the user run "Revoke and disconnect"?"""
-        return self._has_custom_permission(request, "revoke")
-
-    def _has_custom_permission(self, request: HttpRequest, action: str) -> bool:
-        codename = get_permission_codename(action, self.opts)
-        return request.user.has_perm(f"{self.opts.app_label}.{codename}")
 
     # -- columns and detail fields -------------------------------------------------------
 
@@ -391,69 +272,6 @@ class LexofficeConnectionAdmin(ConnectionWebhooksAdminMixin, _ModelAdmin):
             return self.get_empty_value_display()
         label = f"{association.provider}: {association.uid}"
         return _admin_link(self.admin_site, association, label) or label
-
-    # -- deletion: revoke first ----------------------------------------------------------
-
-    @admin.action(
-        permissions=["delete"],
-        description=_("Revoke at Lexware and delete selected %(verbose_name_plural)s"),
-    )
-    def delete_selected(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
-        """Django's bulk delete (with its confirmation page), relabelled: it revokes first.
-
-        An action of this name replaces the site-wide one (see ``delete_queryset``).
-        """
-        return delete_selected(self, request, queryset)
-
-    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
-        # One by one, each in its own transaction, so the pre_delete receiver revokes
-        # each grant at Lexware before its row goes. A queryset delete would hold one
-        # transaction open across every call to Lexware.
-        for connection in queryset:
-            connection.delete()
-
-    # -- actions -------------------------------------------------------------------------
-
-    @admin.action(description=_("Refresh tokens now"), permissions=["refresh"])
-    def refresh_tokens(self, request: HttpRequest, queryset: QuerySet[LexofficeConnection]) -> None:
-        """Refresh each selected connection through :func:`django_lexoffice.tokens.refresh`."""
-        self._run(request, queryset, _refresh_one, REFRESH_OUTCOMES)
-
-    @admin.action(description=_("Revoke and disconnect"), permissions=["revoke"])
-    def revoke_connections(
-        self, request: HttpRequest, queryset: QuerySet[LexofficeConnection]
-    ) -> None:
-        """Revoke each selected connection through :func:`django_lexoffice.tokens.revoke`."""
-        self._run(request, queryset, _revoke_one, REVOKE_OUTCOMES)
-
-    def _run(
-        self,
-        request: HttpRequest,
-        queryset: QuerySet[LexofficeConnection],
-        handle: Callable[[LexofficeConnection], str],
-        outcomes: dict[str, ActionOutcome],
-    ) -> None:
-        counts: Counter[str] = Counter()
-        for connection in queryset:
-            outcome = handle(connection)
-            counts[outcome] += 1
-            if outcomes[outcome].level != messages.INFO:  # INFO: nothing happened to the row
-                self.log_change(request, connection, outcomes[outcome].summary % {"count": 1})
-        for outcome, report in outcomes.items():
-            if counts[outcome]:
-                self.message_user(
-                    request, report.summary % {"count": counts[outcome]}, report.level
-                )
-
-
-def _refresh_one(connection: LexofficeConnection) -> str:
-    return tokens.attempt_refresh(connection, force=True).outcome
-
-
-def _revoke_one(connection: LexofficeConnection) -> str:
-    if connection.status == LexofficeConnection.Status.REVOKED:
-        return "already_revoked"
-    return "revoked" if tokens.revoke(connection) else "unconfirmed"
 
 
 def _set_or_not(is_set: bool) -> str:

@@ -1,26 +1,24 @@
 """Admin for webhooks and the renewal: received events (read-only), each connection's
-subscriptions, the "Sync subscriptions" action and the "authorization ends" filter.
+subscriptions and authorization end, and the "authorization ends" filter.
 
 ``LexofficeConnectionAdmin`` takes :class:`ConnectionWebhooksAdminMixin`; the event list is
-registered here.
+registered here. The "Sync subscriptions" action is in :mod:`~django_lexoffice.admin_actions`.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
-from django.utils.translation import gettext, ngettext
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from . import subscriptions
 from .conf import settings as lexoffice_settings
-from .exceptions import LexofficeError
 from .models import RENEWAL_NOTICE, LexofficeConnection, LexofficeWebhookEvent
 
 if TYPE_CHECKING:
@@ -48,7 +46,7 @@ class AuthorizationEndsFilter(admin.SimpleListFilter):
 
 
 class ConnectionWebhooksAdminMixin:
-    """Read-only fields and the sync action for ``LexofficeConnectionAdmin``."""
+    """Read-only webhook and renewal fields for ``LexofficeConnectionAdmin``."""
 
     @admin.display(description=_("authorization ends"))
     def authorization_ends(self, obj: LexofficeConnection) -> str:
@@ -58,7 +56,7 @@ class ConnectionWebhooksAdminMixin:
             return "-"
         text = date_format(timezone.localtime(ends_at), "DATE_FORMAT")
         if obj.reauthorization_due:
-            return format_html('<strong style="color:var(--error-fg)">{}</strong>', text)
+            return format_html('<strong class="lexoffice-ends-soon">{}</strong>', text)
         return text
 
     @admin.display(description=_("event subscriptions"))
@@ -79,43 +77,6 @@ class ConnectionWebhooksAdminMixin:
                 for row in rows
             ),
         )
-
-    @admin.action(description=_("Sync subscriptions"), permissions=["refresh"])
-    def sync_subscriptions(
-        self, request: HttpRequest, queryset: QuerySet[LexofficeConnection]
-    ) -> None:
-        """Create missing and delete unwanted event subscriptions of the selected connections."""
-        done = failed = 0
-        for connection in queryset.filter(status=LexofficeConnection.Status.ACTIVE):
-            try:
-                subscriptions.sync_connection(connection)
-            except (LexofficeError, ValueError):
-                failed += 1
-            else:
-                done += 1
-        message_user = self.message_user  # type: ignore[attr-defined]
-        if done:
-            message_user(
-                request,
-                ngettext(
-                    "Synced the subscriptions of %(count)d connection.",
-                    "Synced the subscriptions of %(count)d connections.",
-                    done,
-                )
-                % {"count": done},
-                messages.SUCCESS,
-            )
-        if failed:
-            message_user(
-                request,
-                ngettext(
-                    "Syncing the subscriptions of %(count)d connection failed.",
-                    "Syncing the subscriptions of %(count)d connections failed.",
-                    failed,
-                )
-                % {"count": failed},
-                messages.ERROR,
-            )
 
 
 @admin.register(LexofficeWebhookEvent)

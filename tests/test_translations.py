@@ -277,7 +277,7 @@ def test_model_texts_are_german() -> None:
 
 
 def test_plural_forms_are_used() -> None:
-    from django_lexoffice.admin import REFRESH_OUTCOMES
+    from django_lexoffice.admin_actions import REFRESH_OUTCOMES
 
     summary = REFRESH_OUTCOMES["refreshed"].summary
     with translation.override("de"):

@@ -7,6 +7,7 @@ from unittest import mock
 
 import pytest
 import requests
+from django.contrib.admin.models import LogEntry
 from django.core.management import CommandError, call_command
 
 from django_lexoffice import subscriptions
@@ -407,6 +408,25 @@ def test_admin_shows_subscriptions_and_syncs_them(admin_client, login, fake_lexw
         "invoice.created",
         "token.revoked",
     ]
+    # Like refresh and revoke, the sync goes into the connection's history.
+    entry = LogEntry.objects.get(object_id=str(connection.pk))
+    assert entry.get_change_message() == "Synced the subscriptions of 1 connection."
+
+
+def test_admin_sync_action_leaves_inactive_connections_alone(admin_client, login, fake_lexware):
+    from django.urls import reverse
+
+    connection = login()
+    connection.status = "revoked"
+    connection.save(update_fields=["status"])
+    response = admin_client.post(
+        reverse("admin:django_lexoffice_lexofficeconnection_changelist"),
+        {"action": "sync_subscriptions", "_selected_action": [connection.pk]},
+        follow=True,
+    )
+    page = response.content.decode()
+    assert "Synced the subscriptions" not in page and "failed" not in page
+    assert not LogEntry.objects.exists()
 
 
 def test_admin_sync_action_reports_a_failure(admin_client, login, fake_lexware):
