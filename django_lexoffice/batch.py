@@ -212,7 +212,7 @@ def refresh_due_connections(
         )
         summary.counts[result.outcome] += 1
         if result.outcome.failed:
-            summary.errors.append(f"{_label(connection)}: {result.detail}")
+            summary.errors.append(f"{connection_label(connection)}: {result.detail}")
         _report(report, connection, result.outcome, result.detail)
         if result.outcome is RefreshOutcome.CLIENT_REFUSED:
             # Every other refresh would fail the same way, and Lexware blocks
@@ -229,7 +229,9 @@ def _report(
         report(connection, outcome, detail)
 
 
-def _label(connection: LexofficeConnection) -> str:
+def connection_label(connection: LexofficeConnection) -> str:
+    """``Testfirma GmbH (#12)``: the company (or organization id) and the row id, as batch
+    runs name a connection in their errors and the commands' output."""
     return f"{connection.company_name or connection.organization_id} (#{connection.pk})"
 
 

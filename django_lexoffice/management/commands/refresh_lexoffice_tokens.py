@@ -16,13 +16,19 @@ from django.utils import timezone
 from django.utils.formats import date_format
 
 from ... import ratelimit
-from ...batch import WOULD_REFRESH, RefreshSummary, refresh_due_connections, waiting_for_retry
+from ...batch import (
+    WOULD_REFRESH,
+    RefreshSummary,
+    connection_label,
+    refresh_due_connections,
+    waiting_for_retry,
+)
 from ...conf import settings as lexoffice_settings
 from ...models import LexofficeConnection
 from ...policy import current_capacity
 from ...renewal import send_reauthorization_due
 from ...tokens import RefreshOutcome
-from ..selection import add_selection_arguments, connection_label, get_user
+from ..selection import add_selection_arguments, get_user
 
 #: The ``-v 2`` line for each outcome ("{label}" is the company and row id).
 OUTCOME_LINES: dict[str, str] = {

@@ -13,10 +13,11 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from ...batch import connection_label
 from ...models import LexofficeConnection
 from ...subscriptions import SyncResult, sync_all
 from ...webhooks import prune_events
-from ..selection import add_selection_arguments, connection_label, get_user
+from ..selection import add_selection_arguments, get_user
 
 
 class Command(BaseCommand):
