@@ -139,6 +139,19 @@ def post_only(view: _View) -> _View:
     return wrapper
 
 
+def connection_action(view: _View) -> _View:
+    """The guards of a button on the connections page that changes one of the user's own
+    connections: logged in, POST only (:func:`post_only`), CSRF-checked, never cached or
+    framed, and outside ``ATOMIC_REQUESTS``: the change calls Lexware and commits on its own,
+    so a failure later in the request cannot roll back what Lexware already did."""
+    view = transaction.non_atomic_requests(view)
+    view = csrf_protect(view)
+    view = post_only(view)
+    view = login_required(view)
+    view = never_cache(view)
+    return xframe_options_deny(view)
+
+
 @strict_origin_referrer
 @xframe_options_deny
 @never_cache
@@ -350,12 +363,7 @@ def connections(request: AuthenticatedHttpRequest) -> HttpResponse:
     )
 
 
-@xframe_options_deny
-@never_cache
-@login_required
-@post_only
-@csrf_protect
-@transaction.non_atomic_requests  # revoking commits on its own
+@connection_action  # revoking commits on its own
 def disconnect(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     """Revoke one of the user's own connections at Lexware and clear its tokens."""
     connection = get_object_or_404(
@@ -396,12 +404,7 @@ REMOVABLE_STATUSES = (
 )
 
 
-@xframe_options_deny
-@never_cache
-@login_required
-@post_only
-@csrf_protect
-@transaction.non_atomic_requests  # deleting revokes at Lexware first
+@connection_action  # deleting revokes at Lexware first
 def remove(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     """Delete one of the user's own revoked or re-authorization-required connections.
 
