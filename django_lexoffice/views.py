@@ -126,6 +126,7 @@ def post_only(view: _View) -> _View:
                 request,
                 "django_lexoffice/method_not_allowed.html",
                 {
+                    "reason": "method_not_allowed",
                     "connections_url": reverse("lexoffice:connections"),
                     # A language switch comes back to a page that answers a GET.
                     "page_url": reverse("lexoffice:connections"),
@@ -379,7 +380,12 @@ def disconnect(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
             "its tokens",
             connection.pk,
         )
-        return render(request, "django_lexoffice/encryption_key_error.html", status=503)
+        return render(
+            request,
+            "django_lexoffice/encryption_key_error.html",
+            {"reason": "encryption_key"},
+            status=503,
+        )
     if confirmed:
         messages.success(
             request, _("%(company)s is disconnected.") % {"company": name}, fail_silently=True
