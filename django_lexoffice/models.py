@@ -73,6 +73,18 @@ class LexofficeConnectionQuerySet(models.QuerySet["LexofficeConnection"]):
     def _waiting_for_retry() -> models.Q:
         return models.Q(next_attempt_at__gt=timezone.now())
 
+    def narrowed_to(
+        self, *, user: Any = None, organization_id: str | None = None
+    ) -> LexofficeConnectionQuerySet:
+        """Only ``user``'s connections and only ``organization_id``'s, where given (the
+        ``--user`` and ``--organization`` options of the batch commands)."""
+        queryset = self
+        if user is not None:
+            queryset = queryset.filter(user=user)
+        if organization_id:
+            queryset = queryset.filter(organization_id=organization_id)
+        return queryset
+
     def get_for_user(self, user: Any, organization_id: str | None = None) -> LexofficeConnection:
         """``user``'s active connection to ``organization_id``, or their single active one.
 

@@ -19,11 +19,11 @@ from ... import ratelimit
 from ...batch import (
     WOULD_REFRESH,
     RefreshSummary,
+    Selection,
     connection_label,
     refresh_due_connections,
     waiting_for_retry,
 )
-from ...conf import settings as lexoffice_settings
 from ...models import LexofficeConnection
 from ...policy import current_capacity
 from ...renewal import send_reauthorization_due
@@ -87,8 +87,13 @@ class Command(BaseCommand):
             raise CommandError("--margin must be zero or positive.")
         if limit is not None and limit < 1:
             raise CommandError("--limit must be at least 1.")
-        user_obj = get_user(user)
-        margin = lexoffice_settings.REFRESH_MARGIN if margin is None else margin
+        selection = Selection(
+            margin=margin,
+            force=force,
+            retry_now=retry_now,
+            user=get_user(user),
+            organization_id=organization,
+        )
         progress = self._progress_bar(verbosity)
 
         def report(connection: LexofficeConnection, outcome: str, detail: str) -> None:
@@ -105,22 +110,15 @@ class Command(BaseCommand):
             # A batch job: it takes only the rate-limit slots interactive callers leave.
             with ratelimit.background():
                 summary = refresh_due_connections(
-                    margin=margin,
-                    force=force,
-                    retry_now=retry_now,
-                    user=user_obj,
-                    organization_id=organization,
-                    dry_run=dry_run,
-                    limit=limit,
-                    report=report,
+                    selection, dry_run=dry_run, limit=limit, report=report
                 )
         finally:
             if progress is not None:
                 progress.close()
         if summary.waiting and verbosity >= 2:
-            waiting = waiting_for_retry(
-                margin=margin, user=user_obj, organization_id=organization
-            ).only("pk", "company_name", "organization_id", "next_attempt_at")
+            waiting = waiting_for_retry(selection).only(
+                "pk", "company_name", "organization_id", "next_attempt_at"
+            )
             for connection in waiting.iterator():
                 label = connection_label(connection)
                 self.stdout.write(
