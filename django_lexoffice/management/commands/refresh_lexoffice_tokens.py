@@ -11,7 +11,7 @@ import sys
 from datetime import datetime
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.utils import timezone
 from django.utils.formats import date_format
 
@@ -28,6 +28,7 @@ from ...models import LexofficeConnection
 from ...policy import current_capacity
 from ...renewal import send_reauthorization_due
 from ...tokens import RefreshOutcome
+from ..base import BatchCommand
 from ..selection import add_selection_arguments, get_user
 
 #: The ``-v 2`` line for each outcome ("{label}" is the company and row id).
@@ -41,11 +42,12 @@ OUTCOME_LINES: dict[str, str] = {
 }
 
 
-class Command(BaseCommand):
+class Command(BatchCommand):
     help = (
         "Refresh the tokens of every active lexoffice connection whose access token expires "
         "within the margin, soonest first."
     )
+    dry_run_help = "Show what would be refreshed; change nothing."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
@@ -63,9 +65,7 @@ class Command(BaseCommand):
             help="Also retry, at once, connections whose failed refresh waits for its retry.",
         )
         add_selection_arguments(parser)
-        parser.add_argument(
-            "--dry-run", action="store_true", help="Show what would be refreshed; change nothing."
-        )
+        super().add_arguments(parser)  # --dry-run
         parser.add_argument(
             "--limit", type=int, default=None, metavar="N", help="Visit at most N connections."
         )

@@ -11,25 +11,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from ...batch import connection_label
 from ...models import LexofficeConnection
 from ...subscriptions import SyncResult, sync_all
 from ...webhooks import prune_events
+from ..base import BatchCommand
 from ..selection import add_selection_arguments, get_user
 
 
-class Command(BaseCommand):
+class Command(BatchCommand):
     help = (
         "Subscribe every active lexoffice connection to LEXOFFICE_WEBHOOK_EVENTS, delete our "
         "subscriptions that are no longer wanted, and prune old webhook event records."
     )
+    dry_run_help = "Show what would change; change nothing."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument(
-            "--dry-run", action="store_true", help="Show what would change; change nothing."
-        )
+        super().add_arguments(parser)  # --dry-run
         add_selection_arguments(parser)
 
     def handle(
