@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.management.base import CommandError
+from django.template.defaultfilters import pluralize
 
 from ...batch import reencrypt_connections
 from ...exceptions import TokenDecryptionError
@@ -28,7 +29,7 @@ class Command(BatchCommand):
         except TokenDecryptionError as exc:
             raise CommandError(str(exc)) from None
         count = summary.reencrypted
-        noun = f"connection{'s' if count != 1 else ''}"
+        noun = f"connection{pluralize(count)}"
         if dry_run:
             self.stdout.write(f"Would re-encrypt {count} {noun}; every row decrypts.")
         else:

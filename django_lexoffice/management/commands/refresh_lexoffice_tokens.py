@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
+from django.template.defaultfilters import pluralize
 from django.utils import timezone
 from django.utils.formats import date_format
 
@@ -135,7 +136,7 @@ class Command(BatchCommand):
             raise CommandError(f"Stopped: {summary.aborted}", returncode=1)
         if summary.failed:
             raise CommandError(
-                f"{summary.failed} refresh{'es' if summary.failed != 1 else ''} failed.",
+                f"{summary.failed} refresh{pluralize(summary.failed, 'es')} failed.",
                 returncode=1,
             )
 
@@ -143,7 +144,7 @@ class Command(BatchCommand):
         if dry_run:
             count = summary.would_refresh
             line = (
-                f"Would refresh {count} connection{'s' if count != 1 else ''}."
+                f"Would refresh {count} connection{pluralize(count)}."
                 if count
                 else "No connections need refreshing."
             )
@@ -182,7 +183,7 @@ class Command(BatchCommand):
         due = send_reauthorization_due(report)
         if due:
             self.stdout.write(
-                f"{len(due)} connection{'s' if len(due) != 1 else ''} must be connected again "
+                f"{len(due)} connection{pluralize(len(due))} must be connected again "
                 "soon (reauthorization_due sent)."
             )
 

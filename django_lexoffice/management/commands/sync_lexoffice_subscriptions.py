@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
+from django.template.defaultfilters import pluralize
 
 from ...batch import connection_label
 from ...models import LexofficeConnection
@@ -57,7 +58,7 @@ class Command(BatchCommand):
         summary = sync_all(
             dry_run=dry_run, user=user_obj, organization_id=organization, report=report
         )
-        connections = f"{summary.connections} connection{'s' if summary.connections != 1 else ''}"
+        connections = f"{summary.connections} connection{pluralize(summary.connections)}"
         if dry_run:
             self.stdout.write(
                 f"Would create {summary.created} and delete {summary.deleted} subscriptions "
@@ -71,6 +72,6 @@ class Command(BatchCommand):
             )
         if summary.failed:
             raise CommandError(
-                f"{summary.failed} connection{'s' if summary.failed != 1 else ''} failed.",
+                f"{summary.failed} connection{pluralize(summary.failed)} failed.",
                 returncode=1,
             )
