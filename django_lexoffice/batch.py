@@ -222,7 +222,7 @@ def _report(
 def connection_label(connection: LexofficeConnection) -> str:
     """``Testfirma GmbH (#12)``: the company (or organization id) and the row id, as batch
     runs name a connection in their errors and the commands' output."""
-    return f"{connection.company_name or connection.organization_id} (#{connection.pk})"
+    return f"{connection.display_name} (#{connection.pk})"
 
 
 @dataclass

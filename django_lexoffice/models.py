@@ -220,13 +220,19 @@ class LexofficeConnection(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.company_name or self.organization_id} ({self.get_status_display()})"
+        return f"{self.display_name} ({self.get_status_display()})"
 
     def __repr__(self) -> str:
         return (
             f"<LexofficeConnection pk={self.pk} user_id={self.user_id} "
             f"organization_id={self.organization_id!r} status={self.status!r}>"
         )
+
+    @property
+    def display_name(self) -> str:
+        """How the connection is named to people: the company, or the organization id where
+        Lexware gave no company name."""
+        return self.company_name or self.organization_id
 
     @property
     def is_active(self) -> bool:

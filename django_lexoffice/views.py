@@ -292,7 +292,9 @@ def callback(request: HttpRequest) -> HttpResponse:
             return result  # a pipeline step asked for something
         return _failure_page(request, "incomplete")
     messages.success(
-        request, _("%(company)s is connected.") % {"company": _name(connection)}, fail_silently=True
+        request,
+        _("%(company)s is connected.") % {"company": connection.display_name},
+        fail_silently=True,
     )
     target = next_url if _safe_next(request, next_url) else reverse("lexoffice:connections")
     return HttpResponseRedirect(target)
@@ -323,10 +325,6 @@ def _failure_page(request: HttpRequest, reason: str) -> HttpResponse:
     return render(
         request, "django_lexoffice/callback_error.html", context, status=CALLBACK_FAILURES[reason]
     )
-
-
-def _name(connection: LexofficeConnection) -> str:
-    return connection.company_name or connection.organization_id
 
 
 #: Lexware's user names start with a salutation ("Frau Erika Musterfrau"), which
@@ -370,7 +368,7 @@ def disconnect(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     connection = get_object_or_404(
         LexofficeConnection.objects.without_tokens(), pk=pk, user=request.user
     )
-    name = _name(connection)
+    name = connection.display_name
     try:
         confirmed = tokens.revoke(connection)
     except TokenDecryptionError:
@@ -423,7 +421,7 @@ def remove(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
         user=request.user,
         status__in=REMOVABLE_STATUSES,
     )
-    name = _name(connection)
+    name = connection.display_name
     connection.delete()
     messages.success(
         request,
