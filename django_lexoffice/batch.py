@@ -17,8 +17,7 @@ from django.db.models import Count, Min, Q
 from django.utils import timezone
 
 from . import policy, tokens
-from .conf import settings as lexoffice_settings
-from .models import LexofficeConnection
+from .models import LexofficeConnection, LexofficeConnectionQuerySet
 from .tokens import RefreshOutcome
 
 BATCH_SIZE = 100
@@ -75,59 +74,57 @@ def _is_failure(outcome: str) -> bool:
     return outcome in RefreshOutcome.__members__.values() and RefreshOutcome(outcome).failed
 
 
-def due_connections(
-    *,
-    margin: float | None = None,
-    force: bool = False,
-    retry_now: bool = False,
-    user: Any = None,
-    organization_id: str | None = None,
-    started_at: datetime | None = None,
-) -> Any:
+@dataclass(frozen=True)
+class Selection:
+    """Which connections a refresh run visits: the options of ``refresh_lexoffice_tokens``
+    and of the Celery fan-out, in one value."""
+
+    #: Refresh tokens expiring within this many seconds (``None``: ``LEXOFFICE_REFRESH_MARGIN``).
+    margin: float | None = None
+    #: Every active connection, due or not.
+    force: bool = False
+    #: Also, at once, the due connections whose failed refresh waits for its retry.
+    retry_now: bool = False
+    #: Only this user's connections.
+    user: Any = None
+    #: Only this lexoffice organization's connections.
+    organization_id: str | None = None
+
+    def narrow(self, queryset: LexofficeConnectionQuerySet) -> LexofficeConnectionQuerySet:
+        """``queryset`` cut down to the user and organization asked for."""
+        return queryset.narrowed_to(user=self.user, organization_id=self.organization_id)
+
+
+#: Every active connection that is due, with the setting's margin.
+EVERY_DUE = Selection()
+
+
+def due_connections(selection: Selection = EVERY_DUE, *, started_at: datetime | None = None) -> Any:
     """The active connections a refresh run should visit (a QuerySet, not evaluated).
 
     Those whose failed refresh waits for its retry are left out unless ``retry_now``.
     Rows refreshed since ``started_at`` are left out, so a batch never sees a row
     twice after its expiry moved on.
     """
-    margin = lexoffice_settings.REFRESH_MARGIN if margin is None else margin
     connections = LexofficeConnection.objects
-    if force:
+    if selection.force:
         queryset = connections.active()
-    elif retry_now:
-        queryset = connections.active().expiring(margin)
+    elif selection.retry_now:
+        queryset = connections.active().expiring(selection.margin)
     else:
-        queryset = connections.due_for_refresh(margin)
-    return _narrow(queryset, user=user, organization_id=organization_id, started_at=started_at)
-
-
-def waiting_for_retry(
-    *, margin: float | None = None, user: Any = None, organization_id: str | None = None
-) -> Any:
-    """The due connections whose failed refresh waits for its retry (a QuerySet), soonest
-    retry first."""
-    margin = lexoffice_settings.REFRESH_MARGIN if margin is None else margin
-    queryset = LexofficeConnection.objects.waiting_for_retry(margin)
-    queryset = _narrow(queryset, user=user, organization_id=organization_id)
-    return queryset.order_by("next_attempt_at", "pk")
-
-
-def _narrow(
-    queryset: Any,
-    *,
-    user: Any = None,
-    organization_id: str | None = None,
-    started_at: datetime | None = None,
-) -> Any:
-    if user is not None:
-        queryset = queryset.filter(user=user)
-    if organization_id:
-        queryset = queryset.filter(organization_id=organization_id)
+        queryset = connections.due_for_refresh(selection.margin)
     if started_at is not None:
         queryset = queryset.filter(
             Q(last_refreshed_at__isnull=True) | Q(last_refreshed_at__lt=started_at)
         )
-    return queryset
+    return selection.narrow(queryset)
+
+
+def waiting_for_retry(selection: Selection = EVERY_DUE) -> Any:
+    """The due connections whose failed refresh waits for its retry (a QuerySet), soonest
+    retry first."""
+    queryset = LexofficeConnection.objects.waiting_for_retry(selection.margin)
+    return selection.narrow(queryset).order_by("next_attempt_at", "pk")
 
 
 def iter_due(queryset: Any, batch_size: int = BATCH_SIZE) -> Iterator[LexofficeConnection]:
@@ -166,18 +163,15 @@ def iter_due(queryset: Any, batch_size: int = BATCH_SIZE) -> Iterator[LexofficeC
 
 
 def refresh_due_connections(
+    selection: Selection = EVERY_DUE,
     *,
-    margin: float | None = None,
-    force: bool = False,
-    retry_now: bool = False,
-    user: Any = None,
-    organization_id: str | None = None,
     dry_run: bool = False,
     limit: int | None = None,
     report: Reporter | None = None,
     batch_size: int = BATCH_SIZE,
 ) -> RefreshSummary:
-    """Refresh every active connection expiring within ``margin`` seconds, soonest first.
+    """Refresh every connection of ``selection`` whose token expires within its margin,
+    soonest first.
 
     Connections whose failed refresh waits for its retry are counted in the summary
     (``waiting``, ``next_retry_at``) and left alone, unless ``retry_now``. Safe to run
@@ -186,20 +180,12 @@ def refresh_due_connections(
     meanwhile is re-read and skipped, so Lexware sees one refresh per expiry. Stops
     early when Lexware refuses the client itself.
     """
-    margin = lexoffice_settings.REFRESH_MARGIN if margin is None else margin
     summary = RefreshSummary()
-    if not (force or retry_now):
-        waiting = waiting_for_retry(margin=margin, user=user, organization_id=organization_id)
+    if not (selection.force or selection.retry_now):
+        waiting = waiting_for_retry(selection)
         row = waiting.aggregate(count=Count("pk"), soonest=Min("next_attempt_at"))
         summary.waiting, summary.next_retry_at = row["count"], row["soonest"]
-    queryset = due_connections(
-        margin=margin,
-        force=force,
-        retry_now=retry_now,
-        user=user,
-        organization_id=organization_id,
-        started_at=timezone.now(),
-    )
+    queryset = due_connections(selection, started_at=timezone.now())
     for connection in iter_due(queryset, batch_size):
         if limit is not None and summary.total >= limit:
             break
@@ -208,11 +194,15 @@ def refresh_due_connections(
             _report(report, connection, WOULD_REFRESH, "")
             continue
         result = tokens.attempt_refresh(
-            connection, force=force, retry_now=retry_now, margin=margin, skip_locked=True
+            connection,
+            force=selection.force,
+            retry_now=selection.retry_now,
+            margin=selection.margin,
+            skip_locked=True,
         )
         summary.counts[result.outcome] += 1
         if result.outcome.failed:
-            summary.errors.append(f"{_label(connection)}: {result.detail}")
+            summary.errors.append(f"{connection_label(connection)}: {result.detail}")
         _report(report, connection, result.outcome, result.detail)
         if result.outcome is RefreshOutcome.CLIENT_REFUSED:
             # Every other refresh would fail the same way, and Lexware blocks
@@ -229,8 +219,10 @@ def _report(
         report(connection, outcome, detail)
 
 
-def _label(connection: LexofficeConnection) -> str:
-    return f"{connection.company_name or connection.organization_id} (#{connection.pk})"
+def connection_label(connection: LexofficeConnection) -> str:
+    """``Testfirma GmbH (#12)``: the company (or organization id) and the row id, as batch
+    runs name a connection in their errors and the commands' output."""
+    return f"{connection.display_name} (#{connection.pk})"
 
 
 @dataclass

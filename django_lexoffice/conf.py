@@ -101,6 +101,18 @@ DEFAULT_ACTIVE_WINDOW = timedelta(days=2)
 DEFAULT_IDLE_REFRESH_INTERVAL = timedelta(days=7)
 
 
+class _Endpoint:
+    """A Lexware endpoint: a fixed path under one of the base URLs, read at use time, so it
+    follows ``LEXOFFICE_SANDBOX`` and the base URL settings."""
+
+    def __init__(self, base: str, path: str) -> None:
+        self.base = base  # the name of the Settings property that gives the base URL
+        self.path = path
+
+    def __get__(self, settings: Settings, owner: type[Settings] | None = None) -> str:
+        return f"{getattr(settings, self.base)}{self.path}"
+
+
 class Settings:
     """One typed property per setting; defaults as documented in the README."""
 
@@ -139,29 +151,26 @@ class Settings:
 
     @property
     def AUTH_BASE_URL(self) -> str:
-        default = SANDBOX_AUTH_BASE_URL if self.SANDBOX else PRODUCTION_AUTH_BASE_URL
-        return str(getattr(django_settings, "LEXOFFICE_AUTH_BASE_URL", None) or default).rstrip("/")
+        return self._base_url(
+            "LEXOFFICE_AUTH_BASE_URL", PRODUCTION_AUTH_BASE_URL, SANDBOX_AUTH_BASE_URL
+        )
 
     @property
     def API_BASE_URL(self) -> str:
-        default = SANDBOX_API_BASE_URL if self.SANDBOX else PRODUCTION_API_BASE_URL
-        return str(getattr(django_settings, "LEXOFFICE_API_BASE_URL", None) or default).rstrip("/")
+        return self._base_url(
+            "LEXOFFICE_API_BASE_URL", PRODUCTION_API_BASE_URL, SANDBOX_API_BASE_URL
+        )
 
-    @property
-    def AUTHORIZE_URL(self) -> str:
-        return f"{self.AUTH_BASE_URL}/oauth2/authorize"
+    def _base_url(self, name: str, production: str, sandbox: str) -> str:
+        """The setting ``name`` if set, else Lexware's sandbox or production address."""
+        default = sandbox if self.SANDBOX else production
+        return str(getattr(django_settings, name, None) or default).rstrip("/")
 
-    @property
-    def TOKEN_URL(self) -> str:
-        return f"{self.AUTH_BASE_URL}/oauth2/token"
-
-    @property
-    def REVOKE_URL(self) -> str:
-        return f"{self.AUTH_BASE_URL}/oauth2/revoke"
-
-    @property
-    def PROFILE_URL(self) -> str:
-        return f"{self.API_BASE_URL}/v1/profile"
+    #: Lexware's endpoints, each a fixed path under one of the base URLs.
+    AUTHORIZE_URL = _Endpoint("AUTH_BASE_URL", "/oauth2/authorize")
+    TOKEN_URL = _Endpoint("AUTH_BASE_URL", "/oauth2/token")
+    REVOKE_URL = _Endpoint("AUTH_BASE_URL", "/oauth2/revoke")
+    PROFILE_URL = _Endpoint("API_BASE_URL", "/v1/profile")
 
     @property
     def REDIRECT_URI(self) -> str | None:

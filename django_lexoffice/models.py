@@ -73,6 +73,18 @@ class LexofficeConnectionQuerySet(models.QuerySet["LexofficeConnection"]):
     def _waiting_for_retry() -> models.Q:
         return models.Q(next_attempt_at__gt=timezone.now())
 
+    def narrowed_to(
+        self, *, user: Any = None, organization_id: str | None = None
+    ) -> LexofficeConnectionQuerySet:
+        """Only ``user``'s connections and only ``organization_id``'s, where given (the
+        ``--user`` and ``--organization`` options of the batch commands)."""
+        queryset = self
+        if user is not None:
+            queryset = queryset.filter(user=user)
+        if organization_id:
+            queryset = queryset.filter(organization_id=organization_id)
+        return queryset
+
     def get_for_user(self, user: Any, organization_id: str | None = None) -> LexofficeConnection:
         """``user``'s active connection to ``organization_id``, or their single active one.
 
@@ -208,13 +220,19 @@ class LexofficeConnection(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.company_name or self.organization_id} ({self.get_status_display()})"
+        return f"{self.display_name} ({self.get_status_display()})"
 
     def __repr__(self) -> str:
         return (
             f"<LexofficeConnection pk={self.pk} user_id={self.user_id} "
             f"organization_id={self.organization_id!r} status={self.status!r}>"
         )
+
+    @property
+    def display_name(self) -> str:
+        """How the connection is named to people: the company, or the organization id where
+        Lexware gave no company name."""
+        return self.company_name or self.organization_id
 
     @property
     def is_active(self) -> bool:

@@ -252,11 +252,9 @@ def _sync_all(
     report: Callable[[LexofficeConnection, SyncResult | None, str], None] | None,
 ) -> SyncSummary:
     summary = SyncSummary()
-    queryset = LexofficeConnection.objects.active()
-    if user is not None:
-        queryset = queryset.filter(user=user)
-    if organization_id:
-        queryset = queryset.filter(organization_id=organization_id)
+    queryset = LexofficeConnection.objects.active().narrowed_to(
+        user=user, organization_id=organization_id
+    )
     for connection in queryset.order_by("pk").iterator(chunk_size=100):
         summary.connections += 1
         try:

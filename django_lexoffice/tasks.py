@@ -30,7 +30,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
 from datetime import datetime
 
 from . import ratelimit
-from .batch import due_connections, iter_due
+from .batch import Selection, due_connections, iter_due
 from .models import LexofficeConnection
 from .renewal import send_reauthorization_due
 from .tokens import RefreshOutcome, attempt_refresh
@@ -40,7 +40,7 @@ from .tokens import RefreshOutcome, attempt_refresh
 def refresh_expiring_connections(margin: float | None = None) -> int:
     """Queue one :func:`refresh_connection` per connection due for a refresh; return how many."""
     queued = 0
-    for connection in iter_due(due_connections(margin=margin)):
+    for connection in iter_due(due_connections(Selection(margin=margin))):
         refresh_connection.delay(connection.pk, margin=margin)
         queued += 1
     # The two-year renewal (issue 15): remind once per authorization, like the command.

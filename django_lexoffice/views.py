@@ -126,6 +126,7 @@ def post_only(view: _View) -> _View:
                 request,
                 "django_lexoffice/method_not_allowed.html",
                 {
+                    "reason": "method_not_allowed",
                     "connections_url": reverse("lexoffice:connections"),
                     # A language switch comes back to a page that answers a GET.
                     "page_url": reverse("lexoffice:connections"),
@@ -137,6 +138,19 @@ def post_only(view: _View) -> _View:
         return view(request, *args, **kwargs)
 
     return wrapper
+
+
+def connection_action(view: _View) -> _View:
+    """The guards of a button on the connections page that changes one of the user's own
+    connections: logged in, POST only (:func:`post_only`), CSRF-checked, never cached or
+    framed, and outside ``ATOMIC_REQUESTS``: the change calls Lexware and commits on its own,
+    so a failure later in the request cannot roll back what Lexware already did."""
+    view = transaction.non_atomic_requests(view)
+    view = csrf_protect(view)
+    view = post_only(view)
+    view = login_required(view)
+    view = never_cache(view)
+    return xframe_options_deny(view)
 
 
 @strict_origin_referrer
@@ -278,7 +292,9 @@ def callback(request: HttpRequest) -> HttpResponse:
             return result  # a pipeline step asked for something
         return _failure_page(request, "incomplete")
     messages.success(
-        request, _("%(company)s is connected.") % {"company": _name(connection)}, fail_silently=True
+        request,
+        _("%(company)s is connected.") % {"company": connection.display_name},
+        fail_silently=True,
     )
     target = next_url if _safe_next(request, next_url) else reverse("lexoffice:connections")
     return HttpResponseRedirect(target)
@@ -309,10 +325,6 @@ def _failure_page(request: HttpRequest, reason: str) -> HttpResponse:
     return render(
         request, "django_lexoffice/callback_error.html", context, status=CALLBACK_FAILURES[reason]
     )
-
-
-def _name(connection: LexofficeConnection) -> str:
-    return connection.company_name or connection.organization_id
 
 
 #: Lexware's user names start with a salutation ("Frau Erika Musterfrau"), which
@@ -350,18 +362,13 @@ def connections(request: AuthenticatedHttpRequest) -> HttpResponse:
     )
 
 
-@xframe_options_deny
-@never_cache
-@login_required
-@post_only
-@csrf_protect
-@transaction.non_atomic_requests  # revoking commits on its own
+@connection_action  # revoking commits on its own
 def disconnect(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     """Revoke one of the user's own connections at Lexware and clear its tokens."""
     connection = get_object_or_404(
         LexofficeConnection.objects.without_tokens(), pk=pk, user=request.user
     )
-    name = _name(connection)
+    name = connection.display_name
     try:
         confirmed = tokens.revoke(connection)
     except TokenDecryptionError:
@@ -371,7 +378,12 @@ def disconnect(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
             "its tokens",
             connection.pk,
         )
-        return render(request, "django_lexoffice/encryption_key_error.html", status=503)
+        return render(
+            request,
+            "django_lexoffice/encryption_key_error.html",
+            {"reason": "encryption_key"},
+            status=503,
+        )
     if confirmed:
         messages.success(
             request, _("%(company)s is disconnected.") % {"company": name}, fail_silently=True
@@ -396,12 +408,7 @@ REMOVABLE_STATUSES = (
 )
 
 
-@xframe_options_deny
-@never_cache
-@login_required
-@post_only
-@csrf_protect
-@transaction.non_atomic_requests  # deleting revokes at Lexware first
+@connection_action  # deleting revokes at Lexware first
 def remove(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     """Delete one of the user's own revoked or re-authorization-required connections.
 
@@ -414,7 +421,7 @@ def remove(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
         user=request.user,
         status__in=REMOVABLE_STATUSES,
     )
-    name = _name(connection)
+    name = connection.display_name
     connection.delete()
     messages.success(
         request,

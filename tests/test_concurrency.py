@@ -82,19 +82,18 @@ def wait_for(paths_glob: str, directory: Path, count: int, timeout: float = 60) 
     raise AssertionError(f"timed out waiting for {count} x {paths_glob} in {directory}")
 
 
-def test_sec14_four_processes_refresh_one_connection_lexware_sees_one_refresh(
-    transactional_db, live_server, fake, user, tmp_path
-):
-    connection = granted_connection(fake, user)
-    processes = [
+def start_workers(connection, live_server, tmp_path, mode, rounds=1):
+    """WORKERS processes of ``tests.refresh_worker`` in ``mode`` (see its docstring)."""
+    return [
         subprocess.Popen(
             [
                 sys.executable,
                 "-m",
                 "tests.refresh_worker",
                 str(connection.pk),
-                str(ROUNDS),
+                str(rounds),
                 str(tmp_path),
+                mode,
             ],
             env=worker_env(live_server),
             cwd=ROOT,
@@ -104,6 +103,24 @@ def test_sec14_four_processes_refresh_one_connection_lexware_sees_one_refresh(
         )
         for _ in range(WORKERS)
     ]
+
+
+def finish(processes):
+    """Wait for the workers; each must exit 0."""
+    for process in processes:
+        try:
+            _, err = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+        assert process.returncode == 0, err
+
+
+def test_sec14_four_processes_refresh_one_connection_lexware_sees_one_refresh(
+    transactional_db, live_server, fake, user, tmp_path
+):
+    connection = granted_connection(fake, user)
+    processes = start_workers(connection, live_server, tmp_path, "due", rounds=ROUNDS)
     try:
         wait_for("ready-*", tmp_path, WORKERS)
         for round_number in range(ROUNDS):
@@ -122,14 +139,7 @@ def test_sec14_four_processes_refresh_one_connection_lexware_sees_one_refresh(
             assert fake.is_refresh_token_valid(row.refresh_token)
             assert fake.is_access_token_valid(row.access_token)
     finally:
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-    for process in processes:
-        _, err = process.communicate()
-        assert process.returncode == 0, err
+        finish(processes)
 
 
 def test_sec14_overlapping_command_runs_refresh_each_connection_once(
@@ -170,38 +180,6 @@ def test_sec14_overlapping_command_runs_refresh_each_connection_once(
     for connection in connections:
         connection.refresh_from_db()
         assert fake.is_refresh_token_valid(connection.refresh_token)
-
-
-def start_workers(connection, live_server, tmp_path, mode, rounds=1):
-    return [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tests.refresh_worker",
-                str(connection.pk),
-                str(rounds),
-                str(tmp_path),
-                mode,
-            ],
-            env=worker_env(live_server),
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(WORKERS)
-    ]
-
-
-def finish(processes):
-    for process in processes:
-        try:
-            _, err = process.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            raise
-        assert process.returncode == 0, err
 
 
 def test_sec14_forced_refreshes_with_the_same_seen_token_make_one_refresh(

@@ -1,5 +1,6 @@
 """The options both batch commands share: which connections a run visits (``--user``,
-``--organization``) and how a connection is named in their output."""
+``--organization``). How a connection is named in their output is
+:func:`~django_lexoffice.batch.connection_label`."""
 
 from __future__ import annotations
 
@@ -7,8 +8,6 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import CommandError, CommandParser
-
-from ..models import LexofficeConnection
 
 
 def add_selection_arguments(parser: CommandParser) -> None:
@@ -28,8 +27,3 @@ def get_user(username: str | None) -> Any:
         return user_model._default_manager.get_by_natural_key(username)
     except user_model.DoesNotExist:
         raise CommandError(f"No user with username {username!r}.") from None
-
-
-def connection_label(connection: LexofficeConnection) -> str:
-    """``Testfirma GmbH (#12)``: the company (or organization id) and the row id."""
-    return f"{connection.company_name or connection.organization_id} (#{connection.pk})"

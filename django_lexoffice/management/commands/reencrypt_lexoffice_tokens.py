@@ -8,22 +8,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError
+from django.template.defaultfilters import pluralize
 
 from ...batch import reencrypt_connections
 from ...exceptions import TokenDecryptionError
+from ..base import BatchCommand
 
 
-class Command(BaseCommand):
+class Command(BatchCommand):
     help = (
         "Re-encrypt the tokens of every lexoffice connection with the first key of "
         "FIELD_ENCRYPTION_KEY, row by row."
     )
-
-    def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument(
-            "--dry-run", action="store_true", help="Check every row decrypts; change nothing."
-        )
+    dry_run_help = "Check every row decrypts; change nothing."
 
     def handle(self, *, dry_run: bool, **options: Any) -> None:
         try:
@@ -31,7 +29,7 @@ class Command(BaseCommand):
         except TokenDecryptionError as exc:
             raise CommandError(str(exc)) from None
         count = summary.reencrypted
-        noun = f"connection{'s' if count != 1 else ''}"
+        noun = f"connection{pluralize(count)}"
         if dry_run:
             self.stdout.write(f"Would re-encrypt {count} {noun}; every row decrypts.")
         else:

@@ -11,18 +11,26 @@ import sys
 from datetime import datetime
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
+from django.template.defaultfilters import pluralize
 from django.utils import timezone
 from django.utils.formats import date_format
 
 from ... import ratelimit
-from ...batch import WOULD_REFRESH, RefreshSummary, refresh_due_connections, waiting_for_retry
-from ...conf import settings as lexoffice_settings
+from ...batch import (
+    WOULD_REFRESH,
+    RefreshSummary,
+    Selection,
+    connection_label,
+    refresh_due_connections,
+    waiting_for_retry,
+)
 from ...models import LexofficeConnection
 from ...policy import current_capacity
 from ...renewal import send_reauthorization_due
 from ...tokens import RefreshOutcome
-from ..selection import add_selection_arguments, connection_label, get_user
+from ..base import BatchCommand
+from ..selection import add_selection_arguments, get_user
 
 #: The ``-v 2`` line for each outcome ("{label}" is the company and row id).
 OUTCOME_LINES: dict[str, str] = {
@@ -35,11 +43,12 @@ OUTCOME_LINES: dict[str, str] = {
 }
 
 
-class Command(BaseCommand):
+class Command(BatchCommand):
     help = (
         "Refresh the tokens of every active lexoffice connection whose access token expires "
         "within the margin, soonest first."
     )
+    dry_run_help = "Show what would be refreshed; change nothing."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
@@ -57,9 +66,7 @@ class Command(BaseCommand):
             help="Also retry, at once, connections whose failed refresh waits for its retry.",
         )
         add_selection_arguments(parser)
-        parser.add_argument(
-            "--dry-run", action="store_true", help="Show what would be refreshed; change nothing."
-        )
+        super().add_arguments(parser)  # --dry-run
         parser.add_argument(
             "--limit", type=int, default=None, metavar="N", help="Visit at most N connections."
         )
@@ -81,8 +88,13 @@ class Command(BaseCommand):
             raise CommandError("--margin must be zero or positive.")
         if limit is not None and limit < 1:
             raise CommandError("--limit must be at least 1.")
-        user_obj = get_user(user)
-        margin = lexoffice_settings.REFRESH_MARGIN if margin is None else margin
+        selection = Selection(
+            margin=margin,
+            force=force,
+            retry_now=retry_now,
+            user=get_user(user),
+            organization_id=organization,
+        )
         progress = self._progress_bar(verbosity)
 
         def report(connection: LexofficeConnection, outcome: str, detail: str) -> None:
@@ -99,22 +111,15 @@ class Command(BaseCommand):
             # A batch job: it takes only the rate-limit slots interactive callers leave.
             with ratelimit.background():
                 summary = refresh_due_connections(
-                    margin=margin,
-                    force=force,
-                    retry_now=retry_now,
-                    user=user_obj,
-                    organization_id=organization,
-                    dry_run=dry_run,
-                    limit=limit,
-                    report=report,
+                    selection, dry_run=dry_run, limit=limit, report=report
                 )
         finally:
             if progress is not None:
                 progress.close()
         if summary.waiting and verbosity >= 2:
-            waiting = waiting_for_retry(
-                margin=margin, user=user_obj, organization_id=organization
-            ).only("pk", "company_name", "organization_id", "next_attempt_at")
+            waiting = waiting_for_retry(selection).only(
+                "pk", "company_name", "organization_id", "next_attempt_at"
+            )
             for connection in waiting.iterator():
                 label = connection_label(connection)
                 self.stdout.write(
@@ -131,7 +136,7 @@ class Command(BaseCommand):
             raise CommandError(f"Stopped: {summary.aborted}", returncode=1)
         if summary.failed:
             raise CommandError(
-                f"{summary.failed} refresh{'es' if summary.failed != 1 else ''} failed.",
+                f"{summary.failed} refresh{pluralize(summary.failed, 'es')} failed.",
                 returncode=1,
             )
 
@@ -139,7 +144,7 @@ class Command(BaseCommand):
         if dry_run:
             count = summary.would_refresh
             line = (
-                f"Would refresh {count} connection{'s' if count != 1 else ''}."
+                f"Would refresh {count} connection{pluralize(count)}."
                 if count
                 else "No connections need refreshing."
             )
@@ -178,7 +183,7 @@ class Command(BaseCommand):
         due = send_reauthorization_due(report)
         if due:
             self.stdout.write(
-                f"{len(due)} connection{'s' if len(due) != 1 else ''} must be connected again "
+                f"{len(due)} connection{pluralize(len(due))} must be connected again "
                 "soon (reauthorization_due sent)."
             )
 

@@ -11,24 +11,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
+from django.template.defaultfilters import pluralize
 
+from ...batch import connection_label
 from ...models import LexofficeConnection
 from ...subscriptions import SyncResult, sync_all
 from ...webhooks import prune_events
-from ..selection import add_selection_arguments, connection_label, get_user
+from ..base import BatchCommand
+from ..selection import add_selection_arguments, get_user
 
 
-class Command(BaseCommand):
+class Command(BatchCommand):
     help = (
         "Subscribe every active lexoffice connection to LEXOFFICE_WEBHOOK_EVENTS, delete our "
         "subscriptions that are no longer wanted, and prune old webhook event records."
     )
+    dry_run_help = "Show what would change; change nothing."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument(
-            "--dry-run", action="store_true", help="Show what would change; change nothing."
-        )
+        super().add_arguments(parser)  # --dry-run
         add_selection_arguments(parser)
 
     def handle(
@@ -56,7 +58,7 @@ class Command(BaseCommand):
         summary = sync_all(
             dry_run=dry_run, user=user_obj, organization_id=organization, report=report
         )
-        connections = f"{summary.connections} connection{'s' if summary.connections != 1 else ''}"
+        connections = f"{summary.connections} connection{pluralize(summary.connections)}"
         if dry_run:
             self.stdout.write(
                 f"Would create {summary.created} and delete {summary.deleted} subscriptions "
@@ -70,6 +72,6 @@ class Command(BaseCommand):
             )
         if summary.failed:
             raise CommandError(
-                f"{summary.failed} connection{'s' if summary.failed != 1 else ''} failed.",
+                f"{summary.failed} connection{pluralize(summary.failed)} failed.",
                 returncode=1,
             )
