@@ -54,16 +54,8 @@ FAULTS_BY_ENDPOINT: Final[dict[str, tuple[str, ...]]] = {
     "api": (*_ANSWERING, "slow", "lost_response"),
 }
 SERVER_ERROR_STATUSES: Final = (500, 502, 503, 504)
-#: Names :meth:`FakeLexware.count` accepts.
-COUNTERS: Final[tuple[str, ...]] = (
-    "authorize",
-    "token",
-    "refresh",
-    "revoke",
-    "profile",
-    "api",
-    "rate_limited",
-)
+#: Names :meth:`FakeLexware.count` accepts: one counter per fault endpoint, and the bucket's 429s.
+COUNTERS: Final[tuple[str, ...]] = (*ENDPOINTS, "rate_limited")
 #: Lexware's API rate: requests per second per client id.
 DEFAULT_RATE_LIMIT: Final = 2.0
 

@@ -115,18 +115,6 @@ class Client(TypedDict):
     scopes: list[str] | None
 
 
-class CodeData(TypedDict):
-    """What an authorization code is bound to."""
-
-    client_id: str
-    redirect_uri: str
-    code_challenge: str
-    scopes: list[str]
-    organization_id: str
-    connection_name: str | None
-    issued_at: float
-
-
 class Grant(TypedDict):
     """One connection (``connectionId``) with its one current token pair."""
 
@@ -138,25 +126,6 @@ class Grant(TypedDict):
     created_at: float
     access_token: str
     refresh_token: str
-
-
-class TokenResponse(TypedDict):
-    """The JSON body of a successful token response."""
-
-    access_token: str
-    expires_in: int
-    refresh_token: str
-    scope: str
-    token_type: str
-
-
-class Fault(TypedDict):
-    """An injected fault."""
-
-    kind: str
-    times: int | None
-    status: int
-    seconds: float
 
 
 def _client(client_id: str, secret: str | None, uris: list[str], scopes: Any) -> Client:
@@ -310,13 +279,6 @@ class FakeState:
         builtin = [c for c in DEMO_COMPANIES if c["organization_id"] not in added_ids]
         return copy.deepcopy([*builtin, *added])
 
-    def get_company(self, organization_id: str) -> Company | None:
-        """One company by organization id."""
-        for company in self.companies():
-            if company["organization_id"] == organization_id:
-                return company
-        return None
-
     def add_company(
         self,
         *,
@@ -380,24 +342,24 @@ class FakeState:
 
     # -- codes, grants and tokens ---------------------------------------------------------------
 
-    def issue_code(self, data: CodeData) -> str:
+    def issue_code(self, data: dict[str, Any]) -> str:
         """Store a new single-use authorization code (counted as ``authorize``)."""
         code = secrets.token_urlsafe(32)
         self.set("code", code, data, timeout=CODE_TTL)
         self.incr("count", "authorize")
         return code
 
-    def consume_code(self, code: str) -> CodeData | None:
+    def consume_code(self, code: str) -> dict[str, Any] | None:
         """A code's data for the one caller whose delete removed it, if it has not expired."""
         key = self.key("code", code)
-        data: CodeData | None = self.cache.get(key)
+        data: dict[str, Any] | None = self.cache.get(key)
         if data is None or not self.cache.delete(key):
             return None
         return data if self.clock() - data["issued_at"] <= CODE_LIFETIME else None
 
     def create_grant(
         self, client_id: str, company: Company, scopes: list[str], connection_name: str | None
-    ) -> TokenResponse:
+    ) -> dict[str, Any]:
         """Open a new connection and issue its first token pair."""
         grant: Grant = {
             "connection_id": str(uuid.uuid4()),
@@ -418,7 +380,7 @@ class FakeState:
         found = (self.get("grant", cid) for cid in self.get("grant-index") or [])
         return [grant for grant in found if grant is not None]
 
-    def _new_tokens(self, grant: Grant) -> TokenResponse:
+    def _new_tokens(self, grant: Grant) -> dict[str, Any]:
         issued_at = self.clock()
         grant["access_token"] = _new_access_token(issued_at)
         grant["refresh_token"] = "".join(
@@ -443,7 +405,7 @@ class FakeState:
         organization_id: str | None = None,
         scopes: list[str] | None = None,
         connection_name: str | None = None,
-    ) -> TokenResponse:
+    ) -> dict[str, Any]:
         """A new connection without the browser flow: a dict like Lexware's token response.
 
         ``organization_id``: an id or company name (default: the first company). ``scopes``
@@ -483,7 +445,7 @@ class FakeState:
         grant: Grant | None = self.get("grant", record[0])
         return grant if grant is not None and grant["access_token"] == access_token else None
 
-    def rotate(self, refresh_token: str, client_id: str) -> TokenResponse | None:
+    def rotate(self, refresh_token: str, client_id: str) -> dict[str, Any] | None:
         """The refresh grant: a new access AND refresh token, the old pair dead. ``None``:
         invalid_grant. Of two concurrent rotations only the one whose delete won proceeds."""
         grant = self.grant_for_refresh_token(refresh_token)
@@ -511,8 +473,7 @@ class FakeState:
             if self.delete("refresh", token):
                 self.end_grant(grant)
             return
-        record = self.get("access", token)
-        owner: Grant | None = self.get("grant", record[0]) if record else None
+        owner = self.grant_for_access_token(token)
         if owner is not None and owner["client_id"] == client_id:
             self.delete("access", token)
 
@@ -626,7 +587,7 @@ class FakeState:
             )
         if seconds is not None and kind != "slow":
             raise ValueError("seconds= applies to the slow fault only")
-        fault: Fault = {
+        fault = {
             "kind": kind,
             "times": times,
             "status": status or 500,
@@ -640,10 +601,10 @@ class FakeState:
         for name in (endpoint,) if endpoint else ENDPOINTS:
             self.delete("fault", name)
 
-    def take_fault(self, endpoint: str) -> Fault | None:
+    def take_fault(self, endpoint: str) -> dict[str, Any] | None:
         """The fault for this request, if one is armed and not used up (each of ``times``
         shots goes to exactly one request, across processes)."""
-        fault: Fault | None = self.get("fault", endpoint)
+        fault: dict[str, Any] | None = self.get("fault", endpoint)
         if fault is None or fault["times"] is None:
             return fault
         return fault if self.incr("fault-used", endpoint) <= fault["times"] else None

@@ -17,6 +17,7 @@ import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
@@ -29,7 +30,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from . import state as fake_state
 from .constants import CHALLENGE_RE, CONNECTION_NAME_RE, SCOPES, VERIFIER_RE, scope_label
-from .state import Client, CodeData, FakeLexwareError, FakeState, Fault, Grant
+from .state import Client, FakeLexwareError, FakeState, Grant
 
 #: ``request.META`` key through which ``FakeLexware.mock()`` passes the client's read timeout.
 READ_TIMEOUT_META = "fake_lexware.read_timeout"
@@ -107,7 +108,7 @@ def _dropped(kind: str, response: HttpResponse) -> HttpResponse:
     return response
 
 
-def _fault_answer(fault: Fault) -> HttpResponse | None:
+def _fault_answer(fault: dict[str, Any]) -> HttpResponse | None:
     # The answer of a fault that replaces processing; None for slow and lost_response.
     kind = fault["kind"]
     if kind == "server_error":
@@ -128,7 +129,7 @@ def _fault_answer(fault: Fault) -> HttpResponse | None:
     return None
 
 
-def _delay(fault: Fault | None, read_timeout: float | None) -> bool:
+def _delay(fault: dict[str, Any] | None, read_timeout: float | None) -> bool:
     # The slow fault; True when the client's read timeout (known in-process only) ran out
     # first. Then we sleep only as long as the client would wait, and process anyway.
     if fault is None or fault["kind"] != "slow":
@@ -145,7 +146,7 @@ def _with_faults(
     state: FakeState,
     endpoint: str,
     handler: Callable[[], HttpResponse],
-    on_answering_fault: Callable[[Fault], None] | None = None,
+    on_answering_fault: Callable[[dict[str, Any]], None] | None = None,
 ) -> HttpResponse:
     """Run ``handler`` under whatever fault is armed for ``endpoint``."""
     fault = state.take_fault(endpoint)
@@ -347,29 +348,32 @@ def authorize(request: HttpRequest) -> HttpResponse:
         return HttpResponseRedirect(deny_url(auth))
     if decision != "allow":
         return _consent_page(request, state, auth, error=CHOOSE_DECISION)
-    organization_id = request.POST.get("company", "")
-    if state.get_company(organization_id) is None:
+    try:
+        company = state.find_company(request.POST.get("company", ""))
+    except FakeLexwareError:
         return _consent_page(request, state, auth, error=CHOOSE_COMPANY)
-    return HttpResponseRedirect(approve_url(state, auth, organization_id))
+    return HttpResponseRedirect(approve_url(state, auth, company["organization_id"]))
 
 
 # -- /oauth2/token and /oauth2/revoke (RFC 6749 §4.1.3, §6, RFC 7009) ----------------------------
 
 
-def _form_problem(request: HttpRequest) -> str | None:
-    if request.content_type != FORM_CONTENT_TYPE:
-        return f"the request body must be {FORM_CONTENT_TYPE}"
-    if request.GET:
-        return "parameters must be sent in the request body, not in the URL"
-    repeated = sorted(name for name, values in request.POST.lists() if len(values) > 1)
-    if repeated:
-        return f"parameters must not be repeated: {', '.join(repeated)}"
-    return None
-
-
 def _authenticate_client(state: FakeState, request: HttpRequest) -> Client | HttpResponse:
-    # HTTP Basic for confidential clients (Lexware documents nothing else: a client_secret in
-    # the body is refused), client_id in the body for public ones.
+    """The client of a token or revoke request, or the error answer: the form first, then HTTP
+    Basic for confidential clients (Lexware documents nothing else: a client_secret in the body
+    is refused), client_id in the body for public ones."""
+    repeated = sorted(name for name, values in request.POST.lists() if len(values) > 1)
+    if request.content_type != FORM_CONTENT_TYPE:
+        return _oauth_error("invalid_request", f"the request body must be {FORM_CONTENT_TYPE}")
+    if request.GET:
+        return _oauth_error(
+            "invalid_request", "parameters must be sent in the request body, not in the URL"
+        )
+    if repeated:
+        return _oauth_error(
+            "invalid_request", f"parameters must not be repeated: {', '.join(repeated)}"
+        )
+
     def refuse(description: str) -> HttpResponse:
         return _oauth_error("invalid_client", description, status=401)
 
@@ -412,7 +416,7 @@ def _authenticate_client(state: FakeState, request: HttpRequest) -> Client | Htt
 
 
 def _exchange_code(
-    request: HttpRequest, state: FakeState, client: Client, data: CodeData | None
+    request: HttpRequest, state: FakeState, client: Client, data: dict[str, Any] | None
 ) -> HttpResponse:
     form = request.POST
     if not form.get("code"):
@@ -459,10 +463,9 @@ def _refresh(request: HttpRequest, state: FakeState, client: Client) -> HttpResp
     return _no_store(JsonResponse(body))
 
 
-def _token(request: HttpRequest, state: FakeState, codes: list[CodeData | None]) -> HttpResponse:
-    problem = _form_problem(request)
-    if problem:
-        return _oauth_error("invalid_request", problem)
+def _token(
+    request: HttpRequest, state: FakeState, codes: list[dict[str, Any] | None]
+) -> HttpResponse:
     client = _authenticate_client(state, request)
     if isinstance(client, HttpResponse):
         return client
@@ -493,7 +496,7 @@ def token(request: HttpRequest) -> HttpResponse:
         else []
     )
 
-    def end_refreshed_grant(fault: Fault) -> None:
+    def end_refreshed_grant(fault: dict[str, Any]) -> None:
         # An injected invalid_grant on refresh means "this connection is gone": make it so.
         grant = state.grant_for_refresh_token(request.POST.get("refresh_token") or "")
         if fault["kind"] == "invalid_grant" and grant is not None:
@@ -505,9 +508,6 @@ def token(request: HttpRequest) -> HttpResponse:
 
 
 def _revoke(request: HttpRequest, state: FakeState) -> HttpResponse:
-    problem = _form_problem(request)
-    if problem:
-        return _oauth_error("invalid_request", problem)
     client = _authenticate_client(state, request)
     if isinstance(client, HttpResponse):
         return client
