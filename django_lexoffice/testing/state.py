@@ -47,7 +47,6 @@ from .constants import (
     DEMO_CONTACT_NAMES,
     ENDPOINTS,
     EXPIRES_IN,
-    FAULT_KINDS,
     FAULTS_BY_ENDPOINT,
     GRANT_TTL,
     REFRESH_TOKEN_LENGTH,
@@ -575,10 +574,11 @@ class FakeState:
         """
         if endpoint not in ENDPOINTS:
             raise ValueError(f"unknown endpoint {endpoint!r}; choose from {ENDPOINTS}")
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {kind!r}; choose from {FAULT_KINDS}")
         if kind not in FAULTS_BY_ENDPOINT[endpoint]:
-            raise ValueError(f"fault {kind!r} does not apply to endpoint {endpoint!r}")
+            raise ValueError(
+                f"fault {kind!r} does not apply to endpoint {endpoint!r}; "
+                f"choose from {FAULTS_BY_ENDPOINT[endpoint]}"
+            )
         if times is not None and times < 1:
             raise ValueError("times must be at least 1 (or None for every request)")
         if status is not None and (kind != "server_error" or status not in SERVER_ERROR_STATUSES):
