@@ -7,9 +7,10 @@ Redis/Memcached/DB cache share ONE fake. Concurrency rests on two cache primitiv
 * ``cache.delete(key)`` is true only for the caller that removed the key: consuming a code or
   a refresh token is "read it, then proceed only if *we* deleted it", so exactly one caller wins.
 * ``cache.add(key, ...)`` stores only if the key is absent (atomic on LocMem, Redis, Memcached
-  and the DB cache): :meth:`FakeState.lock` is built on it, and counters and the rate bucket
-  change under it. The file cache's ``add`` is not atomic: there a process lock keeps the
-  threads of one process (``runserver``) exact, but several processes need a shared real cache.
+  and the DB cache): :meth:`FakeState.lock` is the app's own ``ratelimit.cache_lock``, and
+  counters and the rate bucket change under it. The file cache's ``add`` is not atomic: there a
+  process lock keeps the threads of one process (``runserver``) exact, but several processes
+  need a shared real cache.
 
 Keys are ``lexoffice-fake:<generation>:<kind>:<sha256 of the id>``: tokens never appear in key
 names, and :meth:`FakeState.reset` orphans every old key at once by drawing a new generation.
@@ -36,6 +37,8 @@ from typing import Any, TypedDict
 from django.conf import settings
 from django.core.cache import BaseCache, caches
 from django.core.cache.backends.dummy import DummyCache
+
+from django_lexoffice.ratelimit import CacheLockBusy, cache_lock
 
 from .constants import (
     ACCESS_TOKEN_LIFETIME,
@@ -68,10 +71,6 @@ class FakeLexwareError(Exception):
     """The fake refused to do what a test asked."""
 
 
-class LockTimeout(RuntimeError):
-    """Another caller held a fake-state lock for too long."""
-
-
 def now() -> float:
     """Seconds since the epoch, as the fake sees them (before ``advance_clock``)."""
     return time.time()
@@ -86,23 +85,6 @@ def sleep(seconds: float) -> None:
 def default_burst(rate: float) -> int:
     """The bucket size for a rate when none is given: the rate rounded up, at least 1."""
     return max(1, math.ceil(rate))
-
-
-@contextmanager
-def _cache_lock(cache: BaseCache, key: str) -> Iterator[None]:
-    # The same cache.add lock as django_lexoffice.ratelimit's; kept private until one helper
-    # serves both. It expires after LOCK_TIMEOUT, so a crashed holder cannot wedge the fake.
-    token = secrets.token_hex(8)
-    deadline = time.monotonic() + LOCK_WAIT
-    while not cache.add(key, token, timeout=LOCK_TIMEOUT):
-        if time.monotonic() > deadline:
-            raise LockTimeout("a fake Lexware state lock is busy")
-        time.sleep(0.001)  # real time: a frozen fake clock must not freeze the lock
-    try:
-        yield
-    finally:
-        if cache.get(key) == token:  # it may have expired and been taken by someone else
-            cache.delete(key)
 
 
 class Client(TypedDict):
@@ -205,7 +187,8 @@ class FakeState:
     @contextmanager
     def lock(self, name: str) -> Iterator[None]:
         """A short lock shared by every process using the cache."""
-        with _PROCESS_LOCK, _cache_lock(self.cache, self.key("lock", name)):
+        key = self.key("lock", name)
+        with _PROCESS_LOCK, cache_lock(self.cache, key, timeout=LOCK_TIMEOUT, wait=LOCK_WAIT):
             yield
 
     def incr(self, kind: str, ident: str = "", delta: int = 1) -> int:
@@ -550,7 +533,7 @@ class FakeState:
                 tokens = min(float(burst), tokens + max(0.0, at - since) * rate)
                 allowed = tokens >= 1.0
                 self.set("bucket", client_id, (tokens - 1.0 if allowed else tokens, at), 3600)
-        except LockTimeout:
+        except CacheLockBusy:
             allowed = False
         if not allowed:
             self.incr("count", "rate_limited")
