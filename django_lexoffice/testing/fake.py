@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import requests
 from django.test import RequestFactory
@@ -139,15 +139,6 @@ class FakeLexware(FakeWebhooks):
         finally:
             self.requests_mock = None
 
-    def _begin(self, authorize_url: str) -> views.AuthorizeRequest:
-        parts = urlsplit(authorize_url)
-        endpoint = lexoffice_settings.AUTHORIZE_URL
-        if f"{parts.scheme}://{parts.netloc}{parts.path}" != endpoint:
-            raise FakeLexwareError(
-                f"{authorize_url!r} is not the authorization endpoint {endpoint!r}"
-            )
-        return views.begin_authorization(self, parse_qs(parts.query, keep_blank_values=True))
-
     def approve(self, authorize_url: str, company: str | None = None) -> str:
         """The user logs in and clicks "Zulassen": returns the callback URL.
 
@@ -157,18 +148,31 @@ class FakeLexware(FakeWebhooks):
         with one; raises :class:`AuthorizeErrorPage` where Lexware shows an error page, and
         :class:`InjectedFaultError` when an injected fault broke the page.
         """
-        try:
-            auth = self._begin(authorize_url)
-        except views.RedirectError as exc:
-            return exc.url
-        return views.approve_url(self, auth, self.find_company(company)["organization_id"])
+        organization_id = self.find_company(company)["organization_id"]
+        return self._consent(authorize_url, {"decision": "allow", "company": organization_id})
 
     def deny(self, authorize_url: str) -> str:
         """The user clicks "Ablehnen": the callback URL with ``error=access_denied``."""
+        return self._consent(authorize_url, {"decision": "deny"})
+
+    def _consent(self, authorize_url: str, decision: dict[str, str]) -> str:
+        # The browser's walk through the consent page: open it, then send the user's decision.
+        parts = urlsplit(authorize_url)
+        endpoint = lexoffice_settings.AUTHORIZE_URL
+        if f"{parts.scheme}://{parts.netloc}{parts.path}" != endpoint:
+            raise FakeLexwareError(
+                f"{authorize_url!r} is not the authorization endpoint {endpoint!r}"
+            )
+        path = f"{parts.path}?{parts.query}"
         try:
-            return views.deny_url(self._begin(authorize_url))
+            page = views.consent(RequestFactory().get(path), self)
+            if page.status_code == 200:
+                page = views.consent(RequestFactory().post(path, decision), self)
         except views.RedirectError as exc:
             return exc.url
+        if page.status_code != 302:
+            raise views.InjectedFaultError(page.status_code)
+        return str(page["Location"])
 
 
 def default_redirect_uris() -> list[str]:

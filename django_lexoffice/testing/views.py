@@ -1,8 +1,8 @@
 """The fake Lexware's server: the consent page, ``/oauth2/token``, ``/oauth2/revoke`` and the API.
 
 One code path for both ways in: a live server runs these views, and ``FakeLexware.mock()`` hands
-them ``requests``' calls in-process; ``FakeLexware.approve()`` goes through
-:func:`begin_authorization` exactly like the consent page. The token, revoke and API endpoints
+them ``requests``' calls in-process; ``FakeLexware.approve()`` and ``deny()`` run the consent
+page's own :func:`consent`. The token, revoke and API endpoints
 are machine-to-machine and therefore ``csrf_exempt``; the consent form is CSRF-protected.
 """
 
@@ -14,7 +14,7 @@ import functools
 import hashlib
 import math
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -50,9 +50,6 @@ _BAD_GATEWAY_HTML = (
     "<body><h1>502 Bad Gateway</h1><p>The server encountered a temporary error.</p></body></html>\n"
 )
 
-#: Query parameters as lists of values (``QueryDict.lists()``, ``parse_qs``).
-Params = Mapping[str, Sequence[str]]
-
 
 class AuthorizeErrorPage(FakeLexwareError):
     """Lexware shows an error page (HTTP 400) and does NOT redirect back (RFC 6749 §4.1.2.1):
@@ -67,11 +64,9 @@ class AuthorizeErrorPage(FakeLexwareError):
 class InjectedFaultError(FakeLexwareError):
     """An injected fault made the authorization page fail (``status``: what Lexware answered)."""
 
-    def __init__(self, kind: str, status: int, response: HttpResponse | None = None) -> None:
-        super().__init__(f"injected fault {kind!r}: the authorization page answered HTTP {status}")
-        self.kind = kind
+    def __init__(self, status: int) -> None:
+        super().__init__(f"an injected fault broke the authorization page: HTTP {status}")
         self.status = status
-        self.response = response
 
 
 def pkce_challenge(verifier: str) -> str:
@@ -148,7 +143,9 @@ def _with_faults(
     handler: Callable[[], HttpResponse],
     on_answering_fault: Callable[[dict[str, Any]], None] | None = None,
 ) -> HttpResponse:
-    """Run ``handler`` under whatever fault is armed for ``endpoint``."""
+    """Run ``handler`` under whatever fault is armed for ``endpoint``: the one fault path of
+    every endpoint. ``on_answering_fault`` adds an endpoint's own effect of a fault that
+    answers in place of the handler (it may raise)."""
     fault = state.take_fault(endpoint)
     answer = _fault_answer(fault) if fault is not None else None
     if fault is not None and answer is not None:
@@ -195,13 +192,14 @@ class RedirectError(Exception):
         self.url = append_query(redirect_uri, [*params, *([("state", state)] if state else [])])
 
 
-def validate(state: FakeState, params: Params) -> AuthorizeRequest:
+def validate(state: FakeState, request: HttpRequest) -> AuthorizeRequest:
     """Check an authorization request as Lexware does, in RFC 6749 §4.1.2.1's order.
 
     An unknown client or an unregistered ``redirect_uri`` raises :class:`AuthorizeErrorPage`
     (a redirect would make Lexware an open redirector); every other problem
     :class:`RedirectError`, with ``error`` and ``state``.
     """
+    params = dict(request.GET.lists())
     client_ids = params.get("client_id") or []
     if len(client_ids) != 1 or not client_ids[0]:
         raise AuthorizeErrorPage("invalid_client", "client_id is missing or repeated")
@@ -261,46 +259,6 @@ def validate(state: FakeState, params: Params) -> AuthorizeRequest:
     )
 
 
-def begin_authorization(state: FakeState, params: Params) -> AuthorizeRequest:
-    """Opening the consent page: the armed ``authorize`` fault first, then :func:`validate`.
-
-    Raises :class:`InjectedFaultError` (carrying the fault's answer), :class:`AuthorizeErrorPage`
-    or :class:`RedirectError`. The consent page's GET and ``FakeLexware.approve``/``deny`` share it.
-    """
-    fault = state.take_fault("authorize")
-    answer = _fault_answer(fault) if fault and fault["kind"] != "unauthorized_client" else None
-    if fault is not None and answer is not None:
-        raise InjectedFaultError(fault["kind"], answer.status_code, answer)
-    _delay(fault, None)
-    auth = validate(state, params)
-    if fault is not None and fault["kind"] == "unauthorized_client":
-        raise RedirectError(auth.redirect_uri, "unauthorized_client", "injected fault", auth.state)
-    return auth
-
-
-def approve_url(state: FakeState, auth: AuthorizeRequest, organization_id: str) -> str:
-    """The user allowed: a single-use code for the company, sent back with ``state``."""
-    code = state.issue_code(
-        {
-            "client_id": auth.client["client_id"],
-            "redirect_uri": auth.redirect_uri,
-            "code_challenge": auth.code_challenge,
-            "scopes": list(auth.scopes),
-            "organization_id": organization_id,
-            "connection_name": auth.connection_name,
-            "issued_at": state.clock(),
-        }
-    )
-    return append_query(auth.redirect_uri, [("code", code), ("state", auth.state)])
-
-
-def deny_url(auth: AuthorizeRequest) -> str:
-    """The user said no: ``error=access_denied`` and ``state``."""
-    return RedirectError(
-        auth.redirect_uri, "access_denied", "The user denied the request", auth.state
-    ).url
-
-
 def _consent_page(
     request: HttpRequest, state: FakeState, auth: AuthorizeRequest, error: str = ""
 ) -> HttpResponse:
@@ -320,39 +278,63 @@ def _consent_page(
     )
 
 
-@csrf_protect
-@xframe_options_deny
-@never_cache
-@require_http_methods(["GET", "POST"])
-def authorize(request: HttpRequest) -> HttpResponse:
-    """``GET``: the login-and-consent page. ``POST``: the user's decision."""
-    state = FakeState()
-    params = dict(request.GET.lists())
-    try:
-        auth = (
-            begin_authorization(state, params)
-            if request.method == "GET"
-            else validate(state, params)
-        )
-    except InjectedFaultError as exc:
-        assert exc.response is not None
-        return exc.response
-    except AuthorizeErrorPage as exc:
-        return render(request, "django_lexoffice/fake/error.html", {"error": exc}, status=400)
-    except RedirectError as exc:
-        return HttpResponseRedirect(exc.url)
+def consent(request: HttpRequest, state: FakeState) -> HttpResponse:
+    """The consent page's logic, for its view and ``FakeLexware.approve``/``deny``: ``GET``
+    takes the armed ``authorize`` fault, validates and shows the page; ``POST`` validates again
+    and follows the user's decision. Raises :class:`AuthorizeErrorPage` and
+    :class:`RedirectError` where Lexware shows its error page or redirects with an error."""
+
+    def deactivated(fault: dict[str, Any]) -> None:
+        # The client was deactivated: Lexware checks the request, then redirects with the error.
+        if fault["kind"] == "unauthorized_client":
+            auth = validate(state, request)
+            raise RedirectError(auth.redirect_uri, fault["kind"], "injected fault", auth.state)
+
+    def page() -> HttpResponse:
+        return _consent_page(request, state, validate(state, request))
+
     if request.method == "GET":
-        return _consent_page(request, state, auth)
+        return _with_faults(request, state, "authorize", page, deactivated)
+    auth = validate(state, request)
     decision = request.POST.get("decision")
     if decision == "deny":
-        return HttpResponseRedirect(deny_url(auth))
+        raise RedirectError(
+            auth.redirect_uri, "access_denied", "The user denied the request", auth.state
+        )
     if decision != "allow":
         return _consent_page(request, state, auth, error=CHOOSE_DECISION)
     try:
         company = state.find_company(request.POST.get("company", ""))
     except FakeLexwareError:
         return _consent_page(request, state, auth, error=CHOOSE_COMPANY)
-    return HttpResponseRedirect(approve_url(state, auth, company["organization_id"]))
+    code = state.issue_code(
+        {
+            "client_id": auth.client["client_id"],
+            "redirect_uri": auth.redirect_uri,
+            "code_challenge": auth.code_challenge,
+            "scopes": list(auth.scopes),
+            "organization_id": company["organization_id"],
+            "connection_name": auth.connection_name,
+            "issued_at": state.clock(),
+        }
+    )
+    return HttpResponseRedirect(
+        append_query(auth.redirect_uri, [("code", code), ("state", auth.state)])
+    )
+
+
+@csrf_protect
+@xframe_options_deny
+@never_cache
+@require_http_methods(["GET", "POST"])
+def authorize(request: HttpRequest) -> HttpResponse:
+    """``GET``: the login-and-consent page. ``POST``: the user's decision."""
+    try:
+        return consent(request, FakeState())
+    except AuthorizeErrorPage as exc:
+        return render(request, "django_lexoffice/fake/error.html", {"error": exc}, status=400)
+    except RedirectError as exc:
+        return HttpResponseRedirect(exc.url)
 
 
 # -- /oauth2/token and /oauth2/revoke (RFC 6749 §4.1.3, §6, RFC 7009) ----------------------------
