@@ -15,7 +15,6 @@ import hashlib
 import math
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -164,18 +163,6 @@ def _with_faults(
 # -- the authorization request ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class AuthorizeRequest:
-    """A fully validated authorization request."""
-
-    client: Client
-    redirect_uri: str
-    state: str
-    code_challenge: str
-    scopes: tuple[str, ...]
-    connection_name: str | None
-
-
 def append_query(uri: str, params: Sequence[tuple[str, str]]) -> str:
     """Add parameters to a URI, keeping its own query string byte for byte."""
     parts = urlsplit(uri)
@@ -192,7 +179,7 @@ class RedirectError(Exception):
         self.url = append_query(redirect_uri, [*params, *([("state", state)] if state else [])])
 
 
-def validate(state: FakeState, request: HttpRequest) -> AuthorizeRequest:
+def validate(state: FakeState, request: HttpRequest) -> dict[str, Any]:
     """Check an authorization request as Lexware does, in RFC 6749 §4.1.2.1's order.
 
     An unknown client or an unregistered ``redirect_uri`` raises :class:`AuthorizeErrorPage`
@@ -241,7 +228,7 @@ def validate(state: FakeState, request: HttpRequest) -> AuthorizeRequest:
             "code_challenge must be the unpadded base64url SHA-256 of the verifier (43 chars)",
         )
     allowed = client["scopes"] if client["scopes"] is not None else list(SCOPES)
-    scopes = tuple(allowed)  # without scope: every scope provisioned for the client
+    scopes = list(allowed)  # without scope: every scope provisioned for the client
     if single.get("scope"):
         requested = single["scope"].split(" ")  # RFC 6749 §3.3: single spaces
         unknown = [s for s in requested if s not in SCOPES]
@@ -250,25 +237,30 @@ def validate(state: FakeState, request: HttpRequest) -> AuthorizeRequest:
         forbidden = [s for s in requested if s not in allowed]
         if forbidden:
             raise fail("invalid_scope", f"scope(s) not provisioned: {' '.join(forbidden)}")
-        scopes = tuple(dict.fromkeys(requested))
+        scopes = list(dict.fromkeys(requested))
     connection_name = single.get("connection_name")
     if connection_name is not None and not CONNECTION_NAME_RE.fullmatch(connection_name):
         raise fail("invalid_request", "connection_name contains characters Lexware does not allow")
-    return AuthorizeRequest(
-        client, redirect_uri, state_value, challenge, scopes, connection_name or None
-    )
+    return {
+        "client_id": client["client_id"],
+        "redirect_uri": redirect_uri,
+        "state": state_value,
+        "code_challenge": challenge,
+        "scopes": scopes,
+        "connection_name": connection_name or None,
+    }
 
 
 def _consent_page(
-    request: HttpRequest, state: FakeState, auth: AuthorizeRequest, error: str = ""
+    request: HttpRequest, state: FakeState, auth: dict[str, Any], error: str = ""
 ) -> HttpResponse:
     companies = state.companies()
     context = {
-        "client_id": auth.client["client_id"],
+        "client_id": auth["client_id"],
         "companies": companies,
         "selected": companies[0]["organization_id"] if companies else "",
-        "scopes": [(scope, scope_label(scope)) for scope in auth.scopes],
-        "connection_name": auth.connection_name,
+        "scopes": [(scope, scope_label(scope)) for scope in auth["scopes"]],
+        "connection_name": auth["connection_name"],
         # The form posts back to the same URL: the POST validates the query string again.
         "action": request.get_full_path(),
         "error": error,
@@ -288,7 +280,9 @@ def consent(request: HttpRequest, state: FakeState) -> HttpResponse:
         # The client was deactivated: Lexware checks the request, then redirects with the error.
         if fault["kind"] == "unauthorized_client":
             auth = validate(state, request)
-            raise RedirectError(auth.redirect_uri, fault["kind"], "injected fault", auth.state)
+            raise RedirectError(
+                auth["redirect_uri"], fault["kind"], "injected fault", auth["state"]
+            )
 
     def page() -> HttpResponse:
         return _consent_page(request, state, validate(state, request))
@@ -299,7 +293,7 @@ def consent(request: HttpRequest, state: FakeState) -> HttpResponse:
     decision = request.POST.get("decision")
     if decision == "deny":
         raise RedirectError(
-            auth.redirect_uri, "access_denied", "The user denied the request", auth.state
+            auth["redirect_uri"], "access_denied", "The user denied the request", auth["state"]
         )
     if decision != "allow":
         return _consent_page(request, state, auth, error=CHOOSE_DECISION)
@@ -308,18 +302,10 @@ def consent(request: HttpRequest, state: FakeState) -> HttpResponse:
     except FakeLexwareError:
         return _consent_page(request, state, auth, error=CHOOSE_COMPANY)
     code = state.issue_code(
-        {
-            "client_id": auth.client["client_id"],
-            "redirect_uri": auth.redirect_uri,
-            "code_challenge": auth.code_challenge,
-            "scopes": list(auth.scopes),
-            "organization_id": company["organization_id"],
-            "connection_name": auth.connection_name,
-            "issued_at": state.clock(),
-        }
+        {**auth, "organization_id": company["organization_id"], "issued_at": state.clock()}
     )
     return HttpResponseRedirect(
-        append_query(auth.redirect_uri, [("code", code), ("state", auth.state)])
+        append_query(auth["redirect_uri"], [("code", code), ("state", auth["state"])])
     )
 
 
