@@ -75,19 +75,17 @@ class FakeLexware(FakeWebhooks):
     ``FakeLexware()`` in a test steers a fake served by ``runserver`` or ``live_server`` too.
     """
 
-    def __init__(self, *, cache_alias: str | None = None) -> None:
-        super().__init__(cache_alias=cache_alias)
-        #: The active ``responses.RequestsMock`` while :meth:`mock` is in effect: add other
-        #: hosts' responses to it (every other host is refused meanwhile).
-        self.requests_mock: responses.RequestsMock | None = None
+    #: The active ``responses.RequestsMock`` while :meth:`mock` is in effect: add other hosts'
+    #: responses to it (every other host is refused meanwhile).
+    requests_mock: responses.RequestsMock | None = None
 
     @classmethod
     @contextmanager
-    def activate(cls, *, cache_alias: str | None = None) -> Iterator[FakeLexware]:
+    def activate(cls) -> Iterator[FakeLexware]:
         """A reset fake routed in-process for the block, with the configured client
         (``SOCIAL_AUTH_LEXOFFICE_KEY``/``_SECRET``) registered for the test client's callback
         URL and ``LEXOFFICE_REDIRECT_URI``; reset again afterwards."""
-        fake = cls(cache_alias=cache_alias)
+        fake = cls()
         fake.reset()
         fake.register_configured_client()
         try:

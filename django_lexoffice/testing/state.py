@@ -142,17 +142,15 @@ def _scope_echo(scopes: list[str]) -> str:
 class FakeState:
     """The fake's records in the configured cache; :class:`FakeLexware` adds the test helpers."""
 
-    def __init__(self, *, cache_alias: str | None = None) -> None:
-        default = getattr(settings, "LEXOFFICE_FAKE_CACHE", None) or "default"
-        self.cache_alias = cache_alias or str(default)
-
     @property
     def cache(self) -> BaseCache:
-        """The Django cache holding the state; a ``DummyCache`` is refused."""
-        cache = caches[self.cache_alias]
+        """The Django cache holding the state (``LEXOFFICE_FAKE_CACHE``, default ``"default"``);
+        a ``DummyCache`` is refused."""
+        alias = str(getattr(settings, "LEXOFFICE_FAKE_CACHE", None) or "default")
+        cache = caches[alias]
         if isinstance(cache, DummyCache):
             raise FakeLexwareError(
-                f"The fake Lexware keeps its state in the cache {self.cache_alias!r}, which is a "
+                f"The fake Lexware keeps its state in the cache {alias!r}, which is a "
                 "DummyCache and forgets everything. Give it a real cache: set "
                 "LEXOFFICE_FAKE_CACHE to the alias of a LocMemCache (enough for tests) or Redis."
             )
@@ -256,10 +254,7 @@ class FakeState:
 
     def companies(self) -> list[Company]:
         """Every company the fake knows: the demo companies, then those added."""
-        added: list[Company] = self.get("companies") or []
-        added_ids = {company["organization_id"] for company in added}
-        builtin = [c for c in DEMO_COMPANIES if c["organization_id"] not in added_ids]
-        return copy.deepcopy([*builtin, *added])
+        return copy.deepcopy([*DEMO_COMPANIES, *(self.get("companies") or [])])
 
     def add_company(
         self,
@@ -267,33 +262,26 @@ class FakeState:
         company_name: str,
         user_name: str,
         user_email: str,
-        organization_id: str | None = None,
-        user_id: str | None = None,
         tax_type: str = "net",
         small_business: bool = False,
-        business_features: list[str] | None = None,
-        features: list[str] | None = None,
-        subscription_status: str = "active",
     ) -> Company:
-        """Add (or replace) a company users can pick on the consent page; returns it."""
+        """Add a company users can pick on the consent page; returns it."""
         if tax_type not in ("net", "gross", "vatfree"):
             raise ValueError("tax_type must be net, gross or vatfree")
         company: Company = {
-            "organization_id": organization_id or str(uuid.uuid4()),
+            "organization_id": str(uuid.uuid4()),
             "company_name": company_name,
-            "user_id": user_id or str(uuid.uuid4()),
+            "user_id": str(uuid.uuid4()),
             "user_name": user_name,
             "user_email": user_email,
-            "business_features": list(business_features or ["INVOICING", "BOOKKEEPING"]),
-            "features": list(features or []),
-            "subscription_status": subscription_status,
+            "business_features": ["INVOICING", "BOOKKEEPING"],
+            "features": [],
+            "subscription_status": "active",
             "tax_type": tax_type,
             "small_business": small_business,
         }
         with self.lock("companies"):
-            added: list[Company] = self.get("companies") or []
-            added = [c for c in added if c["organization_id"] != company["organization_id"]]
-            self.set("companies", "", [*added, company])
+            self.set("companies", "", [*(self.get("companies") or []), company])
         return company
 
     def contacts(self, organization_id: str) -> list[dict[str, Any]]:

@@ -135,17 +135,15 @@ class FakeWebhooks(FakeState):
         *,
         organization_id: str,
         connection_id: str | None = None,
-        event_date: str | None = None,
     ) -> list[int]:
         """POST the event (e.g. ``invoice.created``), signed, to every matching subscription
         (of ``connection_id`` if given, else of live grants only: a revoked grant's
         subscriptions are gone at Lexware); return the statuses."""
-        date = event_date or timezone.localtime().isoformat(timespec="milliseconds")
         event = {
             "organizationId": organization_id,
             "eventType": event_type,
             "resourceId": resource_id,
-            "eventDate": date,
+            "eventDate": timezone.localtime().isoformat(timespec="milliseconds"),
         }
         body = json.dumps(event).encode("utf-8")
         statuses = []
