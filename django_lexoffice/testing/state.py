@@ -93,7 +93,7 @@ class Client(TypedDict):
     client_id: str
     secret: str
     redirect_uris: list[str]
-    scopes: list[str] | None
+    scopes: list[str]  # what it is provisioned for
 
 
 class Grant(TypedDict):
@@ -114,7 +114,7 @@ def _client(client_id: str, secret: str | None, uris: list[str], scopes: Any) ->
         "client_id": client_id,
         "secret": str(secret or ""),
         "redirect_uris": [str(uri) for uri in uris],
-        "scopes": [str(scope) for scope in scopes] if scopes is not None else None,
+        "scopes": [str(scope) for scope in scopes] if scopes is not None else list(SCOPES),
     }
 
 
@@ -328,15 +328,20 @@ class FakeState:
         return data if self.clock() - data["issued_at"] <= CODE_LIFETIME else None
 
     def create_grant(
-        self, client_id: str, company: Company, scopes: list[str], connection_name: str | None
+        self,
+        client_id: str,
+        organization_id: str | None,
+        scopes: list[str],
+        connection_name: str | None,
     ) -> dict[str, Any]:
-        """Open a new connection and issue its first token pair."""
+        """Open a new connection to a company (see :meth:`find_company`) and issue its first
+        token pair."""
         grant: Grant = {
             "connection_id": str(uuid.uuid4()),
             "client_id": client_id,
             "scopes": list(scopes),
             "connection_name": connection_name,
-            "company": company,
+            "company": self.find_company(organization_id),
             "created_at": self.clock(),
             "access_token": "",
             "refresh_token": "",
@@ -384,14 +389,11 @@ class FakeState:
         client = self.get_client(client_id)
         if client is None:
             raise FakeLexwareError(f"client {client_id!r} is not registered")
-        allowed = client["scopes"] if client["scopes"] is not None else list(SCOPES)
-        scopes = list(scopes) if scopes is not None else list(allowed)
-        bad = [scope for scope in scopes if scope not in allowed]
+        scopes = list(scopes) if scopes is not None else client["scopes"]
+        bad = [scope for scope in scopes if scope not in client["scopes"]]
         if bad:
             raise FakeLexwareError(f"scopes not available to {client_id!r}: {bad}")
-        return self.create_grant(
-            client_id, self.find_company(organization_id), scopes, connection_name
-        )
+        return self.create_grant(client_id, organization_id, scopes, connection_name)
 
     def find_company(self, company: str | None) -> Company:
         """A company by organization id or name; ``None``: the first one."""
@@ -467,14 +469,16 @@ class FakeState:
         record = self.get("access", token)
         return str(record[0]) if record else None
 
-    def revoke_connection(self, token: str) -> None:
+    def revoke_connection(self, token_or_connection_id: str) -> Grant:
         """The user ends the connection inside Lexware: the next refresh answers
-        ``invalid_grant``. ``token``: the connection's current refresh or access token."""
-        connection_id = self.connection_id_for(token)
-        grant: Grant | None = self.get("grant", connection_id) if connection_id else None
+        ``invalid_grant``. Takes a current refresh or access token of it, or its connectionId;
+        returns the ended grant."""
+        connection_id = self.connection_id_for(token_or_connection_id) or token_or_connection_id
+        grant: Grant | None = self.get("grant", connection_id)
         if grant is None:
-            raise FakeLexwareError("no live connection has this token")
+            raise FakeLexwareError("no live connection has this token or connectionId")
         self.end_grant(grant)
+        return grant
 
     # -- the API's rate limit -------------------------------------------------------------------
 

@@ -227,14 +227,13 @@ def validate(state: FakeState, request: HttpRequest) -> dict[str, Any]:
             "invalid_request",
             "code_challenge must be the unpadded base64url SHA-256 of the verifier (43 chars)",
         )
-    allowed = client["scopes"] if client["scopes"] is not None else list(SCOPES)
-    scopes = list(allowed)  # without scope: every scope provisioned for the client
+    scopes = client["scopes"]  # without scope: every scope provisioned for the client
     if single.get("scope"):
         requested = single["scope"].split(" ")  # RFC 6749 §3.3: single spaces
         unknown = [s for s in requested if s not in SCOPES]
         if unknown:
             raise fail("invalid_scope", f"unknown scope(s): {' '.join(unknown) or '(empty)'}")
-        forbidden = [s for s in requested if s not in allowed]
+        forbidden = [s for s in requested if s not in client["scopes"]]
         if forbidden:
             raise fail("invalid_scope", f"scope(s) not provisioned: {' '.join(forbidden)}")
         scopes = list(dict.fromkeys(requested))
@@ -405,8 +404,9 @@ def _exchange_code(
     if not secrets.compare_digest(pkce_challenge(verifier), data["code_challenge"]):
         return _oauth_error("invalid_grant", "PKCE verification failed")
     # Companies are never removed (reset() orphans the codes too), so the code's company exists.
-    company = state.find_company(data["organization_id"])
-    body = state.create_grant(client["client_id"], company, data["scopes"], data["connection_name"])
+    body = state.create_grant(
+        client["client_id"], data["organization_id"], data["scopes"], data["connection_name"]
+    )
     state.incr("count", "token")
     return _no_store(JsonResponse(body))
 

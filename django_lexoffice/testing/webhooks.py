@@ -190,11 +190,8 @@ class FakeWebhooks(FakeState):
         """The user ends the connection in lexoffice ("Verbindung trennen"; a token of it, or
         its connectionId): revoke the grant, deliver ``token.revoked`` to its subscriptions,
         then delete them. Returns the statuses."""
-        connection_id = self.connection_id_for(token_or_connection_id) or token_or_connection_id
-        grant = self.get("grant", connection_id)
-        if grant is None:
-            raise LookupError(f"no live connection {connection_id!r}")
-        self.end_grant(grant)
+        grant = self.revoke_connection(token_or_connection_id)
+        connection_id = grant["connection_id"]
         organization_id = grant["company"]["organization_id"]
         statuses = self.deliver_event(
             "token.revoked",
@@ -296,7 +293,7 @@ def connected_apps(request: HttpRequest) -> HttpResponse:
     state = FakeWebhooks()
     if request.method == "POST":
         connection_id = request.POST.get("connection_id", "")
-        if state.get("grant", connection_id) is not None:
+        if state.get("grant", connection_id) is not None:  # not ended in another tab meanwhile
             state.end_connection(connection_id)
         return HttpResponseRedirect(request.path)
     context = {"grants": state.live_grants()}
