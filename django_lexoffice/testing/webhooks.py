@@ -59,16 +59,6 @@ def _load_private_key(pem: str) -> rsa.RSAPrivateKey:
     return loaded
 
 
-def public_key_pem() -> str:
-    """The PEM the site under test sets as ``LEXOFFICE_WEBHOOK_PUBLIC_KEY``."""
-    return (
-        signing_key()
-        .public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode("ascii")
-    )
-
-
 def sign(body: bytes) -> str:
     """Lexware's ``X-Lxo-Signature`` for ``body``."""
     signature = signing_key().sign(body, padding.PKCS1v15(), hashes.SHA512())
@@ -112,14 +102,15 @@ class FakeWebhooks(FakeState):
 
     def webhook_public_key(self) -> str:
         """PEM of the key the fake signs deliveries with (for ``LEXOFFICE_WEBHOOK_PUBLIC_KEY``)."""
-        return public_key_pem()
+        public_key = signing_key().public_key()
+        pem = public_key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return pem.decode("ascii")
 
     def subscriptions(self) -> list[dict[str, Any]]:
         """Every subscription the fake holds (with ``connectionId``), oldest first."""
-        return list(self._subscriptions_by_id().values())
-
-    def _subscriptions_by_id(self) -> dict[str, dict[str, Any]]:
-        return dict(self.get("subscriptions") or {})
+        return list(self.get("subscriptions") or [])
 
     def _subscribed(self, connection_id: str, event_type: str, url: str) -> bool:
         return any(
@@ -200,11 +191,8 @@ class FakeWebhooks(FakeState):
             connection_id=connection_id,
         )
         with self.lock("subscriptions"):
-            subscriptions = self._subscriptions_by_id()
-            for key, item in list(subscriptions.items()):
-                if item["connectionId"] == connection_id:
-                    del subscriptions[key]
-            self.set("subscriptions", "", subscriptions)
+            kept = [s for s in self.subscriptions() if s["connectionId"] != connection_id]
+            self.set("subscriptions", "", kept)
         return statuses
 
 
@@ -245,8 +233,7 @@ def event_subscriptions(request: HttpRequest) -> HttpResponse:
     with state.lock("subscriptions"):
         if state._subscribed(connection_id, event_type, url):  # a concurrent request won
             return conflict
-        subscriptions = state._subscriptions_by_id()
-        subscriptions[subscription_id] = {
+        subscription = {
             "subscriptionId": subscription_id,
             "organizationId": grant["company"]["organization_id"],
             "connectionId": connection_id,
@@ -254,7 +241,7 @@ def event_subscriptions(request: HttpRequest) -> HttpResponse:
             "eventType": event_type,
             "callbackUrl": url,
         }
-        state.set("subscriptions", "", subscriptions)
+        state.set("subscriptions", "", [*state.subscriptions(), subscription])
     body = {
         "id": subscription_id,
         "resourceUri": request.build_absolute_uri(f"{request.path}/{subscription_id}"),
@@ -274,14 +261,16 @@ def event_subscription(request: HttpRequest, subscription_id: str) -> HttpRespon
     grant = bearer_grant(request, state)
     if isinstance(grant, HttpResponse):
         return grant
+    mine = (subscription_id, grant["company"]["organization_id"])
     with state.lock("subscriptions"):
-        subscriptions = state._subscriptions_by_id()
-        item = subscriptions.get(subscription_id)
-        if item is None or item["organizationId"] != grant["company"]["organization_id"]:
+        subscriptions = state.subscriptions()
+        found = (s for s in subscriptions if (s["subscriptionId"], s["organizationId"]) == mine)
+        item = next(found, None)
+        if item is None:
             return message(404, "Not Found")
         if request.method == "GET":
             return JsonResponse(_public(item))
-        del subscriptions[subscription_id]
+        subscriptions.remove(item)
         state.set("subscriptions", "", subscriptions)
     return HttpResponse(status=204)
 
