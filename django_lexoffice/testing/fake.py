@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import requests
 from django.test import RequestFactory
-from django.urls import URLPattern
+from django.urls import URLPattern, URLResolver
 
 from django_lexoffice.conf import settings as lexoffice_settings
 
@@ -28,19 +28,17 @@ from .webhooks import FakeWebhooks
 if TYPE_CHECKING:
     import responses
 
-#: Which base URL setting serves the routes under each prefix of :mod:`.urls`.
-BASE_URL_SETTINGS = {"oauth2/": "AUTH_BASE_URL", "v1/": "API_BASE_URL"}
 _SKIPPED_HEADERS = {"content-type", "content-length", "host"}
 
 
 def _run_view(
-    route: URLPattern, base: str, prepared: requests.PreparedRequest
+    route: URLPattern | URLResolver, base: str, prepared: requests.PreparedRequest
 ) -> tuple[int, Any, bytes]:
     """Answer a ``requests`` call with the fake's view: ``(status, headers, body)``."""
     url = urlsplit(str(prepared.url))
-    path = urlsplit(str(prepared.url)[len(base) :]).path
-    match = route.resolve(path.lstrip("/"))
+    match = route.resolve(urlsplit(str(prepared.url)[len(base) :]).path)
     assert match is not None  # responses matched the route's own regex
+    path = url.path
     body: Any = prepared.body or b""
     timeout = getattr(prepared, "req_kwargs", {}).get("timeout")
     read_timeout = timeout[1] if isinstance(timeout, tuple) else timeout
@@ -118,18 +116,18 @@ class FakeLexware(FakeWebhooks):
         import responses  # only here: serving the fake over HTTP needs no responses
 
         mock = requests_mock or responses.RequestsMock(assert_all_requests_are_fired=False)
-        for route in urls.urlpatterns:
-            assert isinstance(route, URLPattern)
-            prefix = str(route.pattern).split("/")[0] + "/"
-            if prefix not in BASE_URL_SETTINGS:
-                continue  # a page for people, not an endpoint (Verbundene Apps)
-            base = getattr(lexoffice_settings, BASE_URL_SETTINGS[prefix]) + "/"
-            # The route's own regex, anchored to the base URL, with any query string.
-            regex = route.pattern.regex.pattern.removeprefix("^").removesuffix(r"\Z")
-            url = re.compile(re.escape(base) + regex + r"(\?.*)?\Z")
-            callback = functools.partial(_run_view, route, base)
-            for method in ("GET", "POST", "DELETE"):
-                mock.add_callback(method, url, callback=callback, content_type=None)
+        for group in urls.urlpatterns:
+            if not isinstance(group, URLResolver):
+                continue  # Verbundene Apps: a page for people, not an endpoint
+            setting = urls.BASE_URL_SETTINGS[str(group.pattern)]
+            base = f"{getattr(lexoffice_settings, setting)}/{group.pattern}"
+            for route in group.url_patterns:
+                # The route's own regex, anchored to the base URL, with any query string.
+                regex = route.pattern.regex.pattern.removeprefix("^").removesuffix(r"\Z")
+                url = re.compile(re.escape(base) + regex + r"(\?.*)?\Z")
+                callback = functools.partial(_run_view, route, base)
+                for method in ("GET", "POST", "DELETE"):
+                    mock.add_callback(method, url, callback=callback, content_type=None)
         self.requests_mock = mock
         try:
             with nullcontext() if requests_mock is not None else mock:
