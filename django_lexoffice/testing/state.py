@@ -491,20 +491,16 @@ class FakeState:
             raise ValueError("rate must be positive (or None to disable the limit)")
         if burst is not None and burst < 1:
             raise ValueError("burst must be at least 1")
-        if rate is None:
-            self.set("ratelimit", "", (None, 0))
-        else:
-            self.set("ratelimit", "", (float(rate), burst or default_burst(rate)))
+        self.set("ratelimit", "", (rate, burst))
 
     def rate_limit(self) -> tuple[float | None, int]:
         """``(rate, burst)`` in force: :meth:`set_rate_limit`'s, else the settings'."""
-        limit = self.get("ratelimit")
-        if limit is not None:
-            return limit[0], limit[1]
-        rate = getattr(settings, "LEXOFFICE_FAKE_RATE_LIMIT", DEFAULT_RATE_LIMIT)
+        rate, burst = self.get("ratelimit") or (
+            getattr(settings, "LEXOFFICE_FAKE_RATE_LIMIT", DEFAULT_RATE_LIMIT),
+            getattr(settings, "LEXOFFICE_FAKE_RATE_LIMIT_BURST", None),
+        )
         if rate is None:
             return None, 0
-        burst = getattr(settings, "LEXOFFICE_FAKE_RATE_LIMIT_BURST", None)
         return float(rate), int(burst) if burst is not None else default_burst(float(rate))
 
     def allow(self, client_id: str) -> bool:
