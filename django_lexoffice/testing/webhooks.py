@@ -36,19 +36,24 @@ _KEY_CACHE_KEY = "fake-lexware:webhook-signing-key"  # outlives reset(): the sit
 def signing_key() -> rsa.RSAPrivateKey:
     """The fake's signing key: ``LEXOFFICE_FAKE_WEBHOOK_PRIVATE_KEY`` (PEM; the demo sets it),
     else made once and shared through the fake's cache by every process."""
-    pem = getattr(django_settings, "LEXOFFICE_FAKE_WEBHOOK_PRIVATE_KEY", None)
-    if not pem:
-        cache = FakeState().cache
-        if cache.get(_KEY_CACHE_KEY) is None:
-            key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-            new_pem = key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-            cache.add(_KEY_CACHE_KEY, new_pem.decode("ascii"), timeout=None)
-        pem = cache.get(_KEY_CACHE_KEY)
+    pem = getattr(django_settings, "LEXOFFICE_FAKE_WEBHOOK_PRIVATE_KEY", None) or _shared_pem()
     return _load_private_key(str(pem))
+
+
+@functools.cache
+def _shared_pem() -> str:
+    # Kept in this process once read: an evicted cache entry cannot change the key under a
+    # running site.
+    cache = FakeState().cache
+    if cache.get(_KEY_CACHE_KEY) is None:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        cache.add(_KEY_CACHE_KEY, pem.decode("ascii"), timeout=None)
+    return str(cache.get(_KEY_CACHE_KEY))
 
 
 @functools.lru_cache(maxsize=4)
