@@ -9,8 +9,8 @@ Nothing else in ``django_lexoffice`` imports it. Where each part lives:
 * ``state``: every record, in a Django cache shared by threads and processes (``FakeState``).
 * ``views``: the server: consent page, token, revoke and API endpoints, with fault injection.
 * ``webhooks``: event subscriptions, signed deliveries, "Verbundene Apps" (``FakeWebhooks``).
-* ``urls``: every endpoint, once: a site mounts them (``path("fake-lexware/", include(...))``)
-  and ``FakeLexware.mock()`` routes ``requests`` to the same list.
+* ``urls``: every endpoint, once, grouped by Lexware's two hosts: a site mounts them
+  (``path("fake-lexware/", include(...))``) and ``FakeLexware.mock()`` routes ``requests`` there.
 * ``fake``: ``FakeLexware``, the test API, and its in-process routing through ``responses``.
 * ``pytest_plugin``: the ``fake_lexware`` and ``lexoffice_connection`` fixtures.
 
