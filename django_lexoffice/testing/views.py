@@ -257,7 +257,7 @@ def _consent_page(
     context = {
         "client_id": auth["client_id"],
         "companies": companies,
-        "selected": companies[0]["organization_id"] if companies else "",
+        "selected": companies[0]["organization_id"],  # the demo companies are always there
         "scopes": [(scope, scope_label(scope)) for scope in auth["scopes"]],
         "connection_name": auth["connection_name"],
         # The form posts back to the same URL: the POST validates the query string again.
