@@ -320,11 +320,11 @@ def test_fake_verbundene_apps_page_ends_a_connection(
     assert "Keine Apps verbunden" in client.get("/fake-lexware/verbundene-apps").content.decode()
 
 
-def test_fake_signing_key_is_made_once_and_verifies_with_its_public_pem():
+def test_fake_signing_key_is_made_once_and_verifies_with_its_public_pem(fake_lexware):
     from django_lexoffice import signature
 
     body = b'{"x": 1}'
-    key = signature.load_public_key(fake_webhooks.public_key_pem())
+    key = signature.load_public_key(fake_lexware.webhook_public_key())
     assert fake_webhooks.signing_key() is fake_webhooks.signing_key()
     assert signature.verify(body, fake_webhooks.sign(body), [key])
 

@@ -8,10 +8,11 @@ Nothing else in ``django_lexoffice`` imports it. Where each part lives:
 * ``constants``: what Lexware enforces, as data (scopes, lifetimes, fault kinds, demo companies).
 * ``state``: every record, in a Django cache shared by threads and processes (``FakeState``).
 * ``views``: the server: consent page, token, revoke and API endpoints, with fault injection.
-* ``webhooks``: event subscriptions, signed deliveries, "Verbundene Apps" (ending a connection).
+* ``webhooks``: event subscriptions, signed deliveries, "Verbundene Apps" (``FakeWebhooks``).
+* ``urls``: every endpoint, once, grouped by Lexware's two hosts: a site mounts them
+  (``path("fake-lexware/", include(...))``) and ``FakeLexware.mock()`` routes ``requests`` there.
 * ``fake``: ``FakeLexware``, the test API, and its in-process routing through ``responses``.
 * ``pytest_plugin``: the ``fake_lexware`` and ``lexoffice_connection`` fixtures.
-* ``urls``: mount the server in a site: ``path("fake-lexware/", include(...))``.
 
 docs/testing.rst explains how to use it.
 """

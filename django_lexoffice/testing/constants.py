@@ -27,9 +27,6 @@ CHALLENGE_RE: Final = re.compile(r"[A-Za-z0-9_\-]{43}")
 #: LEXOFFICE.md: letters incl. äöüÄÖÜß, digits, whitespace and / ? . - { } " _ \ : = , ( )
 CONNECTION_NAME_RE: Final = re.compile(r"[A-Za-z0-9äöüÄÖÜß \t\n\r\f\v/?.\-{}\"_\\:=,()]*")
 
-#: Endpoints a fault can be injected into: ``token`` is the code exchange, ``refresh`` the
-#: refresh grant (both ``/oauth2/token``), ``api`` every ``/v1`` endpoint but ``/v1/profile``.
-ENDPOINTS: Final[tuple[str, ...]] = ("authorize", "token", "refresh", "revoke", "profile", "api")
 #: Every fault kind (docs/testing.rst tells what the client sees for each).
 FAULT_KINDS: Final[tuple[str, ...]] = (
     "server_error",
@@ -43,7 +40,9 @@ FAULT_KINDS: Final[tuple[str, ...]] = (
     "connection_reset",
 )
 _ANSWERING = ("server_error", "non_json", "rate_limit", "rate_limit_500", "connection_reset")
-#: The kinds each endpoint accepts (``inject`` refuses the rest with ``ValueError``): the API
+#: The endpoints a fault can be injected into, with the kinds each accepts (``inject`` refuses
+#: the rest with ``ValueError``): ``token`` is the code exchange, ``refresh`` the refresh grant
+#: (both ``/oauth2/token``), ``api`` every ``/v1`` endpoint but ``/v1/profile``. The API
 #: gateway speaks no OAuth errors, and the authorization page has no answer to lose.
 FAULTS_BY_ENDPOINT: Final[dict[str, tuple[str, ...]]] = {
     "authorize": (*_ANSWERING, "slow", "unauthorized_client"),
@@ -53,17 +52,10 @@ FAULTS_BY_ENDPOINT: Final[dict[str, tuple[str, ...]]] = {
     "profile": (*_ANSWERING, "slow", "lost_response"),
     "api": (*_ANSWERING, "slow", "lost_response"),
 }
+ENDPOINTS: Final[tuple[str, ...]] = tuple(FAULTS_BY_ENDPOINT)
 SERVER_ERROR_STATUSES: Final = (500, 502, 503, 504)
-#: Names :meth:`FakeLexware.count` accepts.
-COUNTERS: Final[tuple[str, ...]] = (
-    "authorize",
-    "token",
-    "refresh",
-    "revoke",
-    "profile",
-    "api",
-    "rate_limited",
-)
+#: Names :meth:`FakeLexware.count` accepts: one counter per fault endpoint, and the bucket's 429s.
+COUNTERS: Final[tuple[str, ...]] = (*ENDPOINTS, "rate_limited")
 #: Lexware's API rate: requests per second per client id.
 DEFAULT_RATE_LIMIT: Final = 2.0
 

@@ -1,56 +1,44 @@
 """``FakeLexware``: what tests use to drive and inspect the fake, and its ``responses`` adapter.
 
-:class:`FakeLexware` is :class:`~.state.FakeState` (set-up, faults, limits, clock, inspection)
-with the webhook API (:class:`~.webhooks.FakeWebhooksMixin`), plus the browser's part of the
-flow (:meth:`~FakeLexware.approve`, :meth:`~FakeLexware.deny`) and in-process routing
-(:meth:`~FakeLexware.mock`, :meth:`~FakeLexware.activate`). The adapter turns each ``requests``
-call into a Django request and runs the same view a live server would, so in-process and
-over-HTTP behaviour cannot drift. ``responses`` is imported only when routing starts: a site
-that mounts ``django_lexoffice.testing.urls`` needs no test dependency.
+The adapter turns each ``requests`` call to an endpoint in :mod:`.urls` into a Django request and
+runs the same view a live server would, so in-process and over-HTTP behaviour cannot drift.
+``responses`` is imported only when routing starts: a site that mounts the fake's URLs needs no
+test dependency.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import requests
-from django.http import HttpRequest, HttpResponse
 from django.test import RequestFactory
+from django.urls import URLPattern, URLResolver
 
 from django_lexoffice.conf import settings as lexoffice_settings
 
-from . import views, webhooks
+from . import urls, views
 from .state import FakeLexwareError
+from .webhooks import FakeWebhooks
 
 if TYPE_CHECKING:
     import responses
 
-#: (method, base URL setting, path, view) of every endpoint the fake serves.
-ROUTES: tuple[tuple[str, str, str, Callable[[HttpRequest], HttpResponse]], ...] = (
-    ("GET", "AUTH_BASE_URL", "/oauth2/authorize", views.authorize),
-    ("POST", "AUTH_BASE_URL", "/oauth2/authorize", views.authorize),
-    ("POST", "AUTH_BASE_URL", "/oauth2/token", views.token),
-    ("POST", "AUTH_BASE_URL", "/oauth2/revoke", views.revoke),
-    ("GET", "API_BASE_URL", "/v1/profile", views.profile),
-    ("GET", "API_BASE_URL", "/v1/contacts", views.contacts),
-    ("GET", "API_BASE_URL", "/v1/event-subscriptions", webhooks.event_subscriptions),
-    ("POST", "API_BASE_URL", "/v1/event-subscriptions", webhooks.event_subscriptions),
-)
-#: The one route with a path parameter: ``/v1/event-subscriptions/<id>``.
-SUBSCRIPTION_PATH = "/v1/event-subscriptions/"
 _SKIPPED_HEADERS = {"content-type", "content-length", "host"}
 
 
 def _run_view(
-    view: Callable[[HttpRequest], HttpResponse], path: str, prepared: requests.PreparedRequest
+    route: URLPattern | URLResolver, base: str, prepared: requests.PreparedRequest
 ) -> tuple[int, Any, bytes]:
     """Answer a ``requests`` call with the fake's view: ``(status, headers, body)``."""
     url = urlsplit(str(prepared.url))
+    match = route.resolve(urlsplit(str(prepared.url)[len(base) :]).path)
+    assert match is not None  # responses matched the route's own regex
+    path = url.path
     body: Any = prepared.body or b""
     timeout = getattr(prepared, "req_kwargs", {}).get("timeout")
     read_timeout = timeout[1] if isinstance(timeout, tuple) else timeout
@@ -64,7 +52,7 @@ def _run_view(
         headers={k: v for k, v in prepared.headers.items() if k.lower() not in _SKIPPED_HEADERS},
         **extra,
     )
-    response = view(request)
+    response = match.func(request, *match.args, **match.kwargs)
     drop = getattr(response, views.DROP_ATTRIBUTE, None)
     if drop == "read_timeout":
         raise requests.ReadTimeout(f"fake Lexware: read timed out ({path})", request=prepared)
@@ -78,32 +66,24 @@ def _run_view(
     return response.status_code, headers, response.content
 
 
-def _run_subscription_view(prepared: requests.PreparedRequest) -> tuple[int, Any, bytes]:
-    subscription_id = urlsplit(str(prepared.url)).path.rsplit("/", 1)[-1]
-    view = functools.partial(webhooks.event_subscription, subscription_id=subscription_id)
-    return _run_view(view, SUBSCRIPTION_PATH + subscription_id, prepared)
-
-
-class FakeLexware(webhooks.FakeWebhooksMixin):
+class FakeLexware(FakeWebhooks):
     """A strict fake of Lexware's authorization server and API, steered from tests.
 
     Every instance sees the same state (the cache named by ``LEXOFFICE_FAKE_CACHE``), so a
     ``FakeLexware()`` in a test steers a fake served by ``runserver`` or ``live_server`` too.
     """
 
-    def __init__(self, *, cache_alias: str | None = None) -> None:
-        super().__init__(cache_alias=cache_alias)
-        #: The active ``responses.RequestsMock`` while :meth:`mock` is in effect: add other
-        #: hosts' responses to it (every other host is refused meanwhile).
-        self.requests_mock: responses.RequestsMock | None = None
+    #: The active ``responses.RequestsMock`` while :meth:`mock` is in effect: add other hosts'
+    #: responses to it (every other host is refused meanwhile).
+    requests_mock: responses.RequestsMock | None = None
 
     @classmethod
     @contextmanager
-    def activate(cls, *, cache_alias: str | None = None) -> Iterator[FakeLexware]:
+    def activate(cls) -> Iterator[FakeLexware]:
         """A reset fake routed in-process for the block, with the configured client
         (``SOCIAL_AUTH_LEXOFFICE_KEY``/``_SECRET``) registered for the test client's callback
         URL and ``LEXOFFICE_REDIRECT_URI``; reset again afterwards."""
-        fake = cls(cache_alias=cache_alias)
+        fake = cls()
         fake.reset()
         fake.register_configured_client()
         try:
@@ -136,30 +116,24 @@ class FakeLexware(webhooks.FakeWebhooksMixin):
         import responses  # only here: serving the fake over HTTP needs no responses
 
         mock = requests_mock or responses.RequestsMock(assert_all_requests_are_fired=False)
-        for method, base, path, view in ROUTES:
-            url = re.compile(re.escape(getattr(lexoffice_settings, base) + path) + r"(\?.*)?\Z")
-            callback = functools.partial(_run_view, view, path)
-            mock.add_callback(method, url, callback=callback, content_type=None)
-        one = re.escape(lexoffice_settings.API_BASE_URL + SUBSCRIPTION_PATH) + r"[^/?]+\Z"
-        for method in ("GET", "DELETE"):
-            mock.add_callback(
-                method, re.compile(one), callback=_run_subscription_view, content_type=None
-            )
+        for group in urls.urlpatterns:
+            if not isinstance(group, URLResolver):
+                continue  # Verbundene Apps: a page for people, not an endpoint
+            setting = urls.BASE_URL_SETTINGS[str(group.pattern)]
+            base = f"{getattr(lexoffice_settings, setting)}/{group.pattern}"
+            for route in group.url_patterns:
+                # The route's own regex, anchored to the base URL, with any query string.
+                regex = route.pattern.regex.pattern.removeprefix("^").removesuffix(r"\Z")
+                url = re.compile(re.escape(base) + regex + r"(\?.*)?\Z")
+                callback = functools.partial(_run_view, route, base)
+                for method in ("GET", "POST", "DELETE"):
+                    mock.add_callback(method, url, callback=callback, content_type=None)
         self.requests_mock = mock
         try:
             with nullcontext() if requests_mock is not None else mock:
                 yield mock
         finally:
             self.requests_mock = None
-
-    def _begin(self, authorize_url: str) -> views.AuthorizeRequest:
-        parts = urlsplit(authorize_url)
-        endpoint = lexoffice_settings.AUTHORIZE_URL
-        if f"{parts.scheme}://{parts.netloc}{parts.path}" != endpoint:
-            raise FakeLexwareError(
-                f"{authorize_url!r} is not the authorization endpoint {endpoint!r}"
-            )
-        return views.begin_authorization(self, parse_qs(parts.query, keep_blank_values=True))
 
     def approve(self, authorize_url: str, company: str | None = None) -> str:
         """The user logs in and clicks "Zulassen": returns the callback URL.
@@ -170,18 +144,31 @@ class FakeLexware(webhooks.FakeWebhooksMixin):
         with one; raises :class:`AuthorizeErrorPage` where Lexware shows an error page, and
         :class:`InjectedFaultError` when an injected fault broke the page.
         """
-        try:
-            auth = self._begin(authorize_url)
-        except views.RedirectError as exc:
-            return exc.url
-        return views.approve_url(self, auth, self.find_company(company)["organization_id"])
+        organization_id = self.find_company(company)["organization_id"]
+        return self._consent(authorize_url, {"decision": "allow", "company": organization_id})
 
     def deny(self, authorize_url: str) -> str:
         """The user clicks "Ablehnen": the callback URL with ``error=access_denied``."""
+        return self._consent(authorize_url, {"decision": "deny"})
+
+    def _consent(self, authorize_url: str, decision: dict[str, str]) -> str:
+        # The browser's walk through the consent page: open it, then send the user's decision.
+        parts = urlsplit(authorize_url)
+        endpoint = lexoffice_settings.AUTHORIZE_URL
+        if f"{parts.scheme}://{parts.netloc}{parts.path}" != endpoint:
+            raise FakeLexwareError(
+                f"{authorize_url!r} is not the authorization endpoint {endpoint!r}"
+            )
+        path = f"{parts.path}?{parts.query}"
         try:
-            return views.deny_url(self._begin(authorize_url))
+            page = views.consent(RequestFactory().get(path), self)
+            if page.status_code == 200:
+                page = views.consent(RequestFactory().post(path, decision), self)
         except views.RedirectError as exc:
             return exc.url
+        if page.status_code != 302:
+            raise views.InjectedFaultError(page.status_code)
+        return str(page["Location"])
 
 
 def default_redirect_uris() -> list[str]:

@@ -1,18 +1,7 @@
-"""pytest fixtures for the fake Lexware (needs pytest-django). Enable in ``conftest.py``::
+"""pytest fixtures for the fake Lexware (needs pytest-django); docs/testing.rst describes them.
+Enable in ``conftest.py``::
 
     pytest_plugins = ["django_lexoffice.testing.pytest_plugin"]
-
-``fake_lexware``
-    A reset :class:`~django_lexoffice.testing.FakeLexware` routed in-process (``responses``),
-    with ``SOCIAL_AUTH_LEXOFFICE_KEY``/``_SECRET`` registered for the redirect URIs of
-    ``fake_lexware_redirect_uris``; reset again after the test. It asks for the database
-    (starting a login writes social-auth's state), so tests using it need no ``django_db`` mark.
-``fake_lexware_redirect_uris``
-    ``LEXOFFICE_REDIRECT_URI`` if set, and ``http://testserver/lexoffice/callback/``; override
-    it in a ``conftest.py`` to register others.
-``lexoffice_connection``
-    A user's :class:`~django_lexoffice.models.LexofficeConnection` whose tokens the fake really
-    issued, so refresh, revoke and API calls work.
 
 Django models are imported inside the fixtures: pytest loads plugins before Django is set up.
 """
@@ -40,17 +29,14 @@ def fake_lexware_redirect_uris() -> list[str]:
 
 @pytest.fixture
 def fake_lexware(db: None, fake_lexware_redirect_uris: list[str]) -> Iterator[FakeLexware]:
-    """A fresh fake Lexware with the configured client, routed in-process for the test."""
+    """A reset fake Lexware routed in-process (``FakeLexware.activate()``), with the configured
+    client registered for ``fake_lexware_redirect_uris``. It asks for the database (starting a
+    login writes social-auth's state), so tests using it need no ``django_db`` mark."""
     from django_lexoffice.testing import FakeLexware
 
-    fake = FakeLexware()
-    fake.reset()  # refuses a DummyCache with a clear message
-    fake.register_configured_client(fake_lexware_redirect_uris)
-    try:
-        with fake.mock():
-            yield fake
-    finally:
-        fake.reset()
+    with FakeLexware.activate() as fake:
+        fake.register_configured_client(fake_lexware_redirect_uris)  # replaces activate()'s
+        yield fake
 
 
 @pytest.fixture

@@ -7,9 +7,10 @@ Redis/Memcached/DB cache share ONE fake. Concurrency rests on two cache primitiv
 * ``cache.delete(key)`` is true only for the caller that removed the key: consuming a code or
   a refresh token is "read it, then proceed only if *we* deleted it", so exactly one caller wins.
 * ``cache.add(key, ...)`` stores only if the key is absent (atomic on LocMem, Redis, Memcached
-  and the DB cache): :meth:`FakeState.lock` is built on it, and counters and the rate bucket
-  change under it. The file cache's ``add`` is not atomic: there a process lock keeps the
-  threads of one process (``runserver``) exact, but several processes need a shared real cache.
+  and the DB cache): :meth:`FakeState.lock` is the app's own ``ratelimit.cache_lock``, and
+  counters and the rate bucket change under it. The file cache's ``add`` is not atomic: there a
+  process lock keeps the threads of one process (``runserver``) exact, but several processes
+  need a shared real cache.
 
 Keys are ``lexoffice-fake:<generation>:<kind>:<sha256 of the id>``: tokens never appear in key
 names, and :meth:`FakeState.reset` orphans every old key at once by drawing a new generation.
@@ -37,6 +38,8 @@ from django.conf import settings
 from django.core.cache import BaseCache, caches
 from django.core.cache.backends.dummy import DummyCache
 
+from django_lexoffice.ratelimit import CacheLockBusy, cache_lock
+
 from .constants import (
     ACCESS_TOKEN_LIFETIME,
     CODE_LIFETIME,
@@ -47,7 +50,6 @@ from .constants import (
     DEMO_CONTACT_NAMES,
     ENDPOINTS,
     EXPIRES_IN,
-    FAULT_KINDS,
     FAULTS_BY_ENDPOINT,
     GRANT_TTL,
     REFRESH_TOKEN_LENGTH,
@@ -69,10 +71,6 @@ class FakeLexwareError(Exception):
     """The fake refused to do what a test asked."""
 
 
-class LockTimeout(RuntimeError):
-    """Another caller held a fake-state lock for too long."""
-
-
 def now() -> float:
     """Seconds since the epoch, as the fake sees them (before ``advance_clock``)."""
     return time.time()
@@ -89,42 +87,13 @@ def default_burst(rate: float) -> int:
     return max(1, math.ceil(rate))
 
 
-@contextmanager
-def _cache_lock(cache: BaseCache, key: str) -> Iterator[None]:
-    # The same cache.add lock as django_lexoffice.ratelimit's; kept private until one helper
-    # serves both. It expires after LOCK_TIMEOUT, so a crashed holder cannot wedge the fake.
-    token = secrets.token_hex(8)
-    deadline = time.monotonic() + LOCK_WAIT
-    while not cache.add(key, token, timeout=LOCK_TIMEOUT):
-        if time.monotonic() > deadline:
-            raise LockTimeout("a fake Lexware state lock is busy")
-        time.sleep(0.001)  # real time: a frozen fake clock must not freeze the lock
-    try:
-        yield
-    finally:
-        if cache.get(key) == token:  # it may have expired and been taken by someone else
-            cache.delete(key)
-
-
 class Client(TypedDict):
     """A registered OAuth client; an empty ``secret`` marks a public client."""
 
     client_id: str
     secret: str
     redirect_uris: list[str]
-    scopes: list[str] | None
-
-
-class CodeData(TypedDict):
-    """What an authorization code is bound to."""
-
-    client_id: str
-    redirect_uri: str
-    code_challenge: str
-    scopes: list[str]
-    organization_id: str
-    connection_name: str | None
-    issued_at: float
+    scopes: list[str]  # what it is provisioned for
 
 
 class Grant(TypedDict):
@@ -140,31 +109,12 @@ class Grant(TypedDict):
     refresh_token: str
 
 
-class TokenResponse(TypedDict):
-    """The JSON body of a successful token response."""
-
-    access_token: str
-    expires_in: int
-    refresh_token: str
-    scope: str
-    token_type: str
-
-
-class Fault(TypedDict):
-    """An injected fault."""
-
-    kind: str
-    times: int | None
-    status: int
-    seconds: float
-
-
 def _client(client_id: str, secret: str | None, uris: list[str], scopes: Any) -> Client:
     return {
         "client_id": client_id,
         "secret": str(secret or ""),
         "redirect_uris": [str(uri) for uri in uris],
-        "scopes": [str(scope) for scope in scopes] if scopes is not None else None,
+        "scopes": [str(scope) for scope in scopes] if scopes is not None else list(SCOPES),
     }
 
 
@@ -192,17 +142,15 @@ def _scope_echo(scopes: list[str]) -> str:
 class FakeState:
     """The fake's records in the configured cache; :class:`FakeLexware` adds the test helpers."""
 
-    def __init__(self, *, cache_alias: str | None = None) -> None:
-        default = getattr(settings, "LEXOFFICE_FAKE_CACHE", None) or "default"
-        self.cache_alias = cache_alias or str(default)
-
     @property
     def cache(self) -> BaseCache:
-        """The Django cache holding the state; a ``DummyCache`` is refused."""
-        cache = caches[self.cache_alias]
+        """The Django cache holding the state (``LEXOFFICE_FAKE_CACHE``, default ``"default"``);
+        a ``DummyCache`` is refused."""
+        alias = str(getattr(settings, "LEXOFFICE_FAKE_CACHE", None) or "default")
+        cache = caches[alias]
         if isinstance(cache, DummyCache):
             raise FakeLexwareError(
-                f"The fake Lexware keeps its state in the cache {self.cache_alias!r}, which is a "
+                f"The fake Lexware keeps its state in the cache {alias!r}, which is a "
                 "DummyCache and forgets everything. Give it a real cache: set "
                 "LEXOFFICE_FAKE_CACHE to the alias of a LocMemCache (enough for tests) or Redis."
             )
@@ -237,7 +185,8 @@ class FakeState:
     @contextmanager
     def lock(self, name: str) -> Iterator[None]:
         """A short lock shared by every process using the cache."""
-        with _PROCESS_LOCK, _cache_lock(self.cache, self.key("lock", name)):
+        key = self.key("lock", name)
+        with _PROCESS_LOCK, cache_lock(self.cache, key, timeout=LOCK_TIMEOUT, wait=LOCK_WAIT):
             yield
 
     def incr(self, kind: str, ident: str = "", delta: int = 1) -> int:
@@ -305,17 +254,7 @@ class FakeState:
 
     def companies(self) -> list[Company]:
         """Every company the fake knows: the demo companies, then those added."""
-        added: list[Company] = self.get("companies") or []
-        added_ids = {company["organization_id"] for company in added}
-        builtin = [c for c in DEMO_COMPANIES if c["organization_id"] not in added_ids]
-        return copy.deepcopy([*builtin, *added])
-
-    def get_company(self, organization_id: str) -> Company | None:
-        """One company by organization id."""
-        for company in self.companies():
-            if company["organization_id"] == organization_id:
-                return company
-        return None
+        return copy.deepcopy([*DEMO_COMPANIES, *(self.get("companies") or [])])
 
     def add_company(
         self,
@@ -323,33 +262,26 @@ class FakeState:
         company_name: str,
         user_name: str,
         user_email: str,
-        organization_id: str | None = None,
-        user_id: str | None = None,
         tax_type: str = "net",
         small_business: bool = False,
-        business_features: list[str] | None = None,
-        features: list[str] | None = None,
-        subscription_status: str = "active",
     ) -> Company:
-        """Add (or replace) a company users can pick on the consent page; returns it."""
+        """Add a company users can pick on the consent page; returns it."""
         if tax_type not in ("net", "gross", "vatfree"):
             raise ValueError("tax_type must be net, gross or vatfree")
         company: Company = {
-            "organization_id": organization_id or str(uuid.uuid4()),
+            "organization_id": str(uuid.uuid4()),
             "company_name": company_name,
-            "user_id": user_id or str(uuid.uuid4()),
+            "user_id": str(uuid.uuid4()),
             "user_name": user_name,
             "user_email": user_email,
-            "business_features": list(business_features or ["INVOICING", "BOOKKEEPING"]),
-            "features": list(features or []),
-            "subscription_status": subscription_status,
+            "business_features": ["INVOICING", "BOOKKEEPING"],
+            "features": [],
+            "subscription_status": "active",
             "tax_type": tax_type,
             "small_business": small_business,
         }
         with self.lock("companies"):
-            added: list[Company] = self.get("companies") or []
-            added = [c for c in added if c["organization_id"] != company["organization_id"]]
-            self.set("companies", "", [*added, company])
+            self.set("companies", "", [*(self.get("companies") or []), company])
         return company
 
     def contacts(self, organization_id: str) -> list[dict[str, Any]]:
@@ -380,31 +312,36 @@ class FakeState:
 
     # -- codes, grants and tokens ---------------------------------------------------------------
 
-    def issue_code(self, data: CodeData) -> str:
+    def issue_code(self, data: dict[str, Any]) -> str:
         """Store a new single-use authorization code (counted as ``authorize``)."""
         code = secrets.token_urlsafe(32)
         self.set("code", code, data, timeout=CODE_TTL)
         self.incr("count", "authorize")
         return code
 
-    def consume_code(self, code: str) -> CodeData | None:
+    def consume_code(self, code: str) -> dict[str, Any] | None:
         """A code's data for the one caller whose delete removed it, if it has not expired."""
         key = self.key("code", code)
-        data: CodeData | None = self.cache.get(key)
+        data: dict[str, Any] | None = self.cache.get(key)
         if data is None or not self.cache.delete(key):
             return None
         return data if self.clock() - data["issued_at"] <= CODE_LIFETIME else None
 
     def create_grant(
-        self, client_id: str, company: Company, scopes: list[str], connection_name: str | None
-    ) -> TokenResponse:
-        """Open a new connection and issue its first token pair."""
+        self,
+        client_id: str,
+        organization_id: str | None,
+        scopes: list[str],
+        connection_name: str | None,
+    ) -> dict[str, Any]:
+        """Open a new connection to a company (see :meth:`find_company`) and issue its first
+        token pair."""
         grant: Grant = {
             "connection_id": str(uuid.uuid4()),
             "client_id": client_id,
             "scopes": list(scopes),
             "connection_name": connection_name,
-            "company": company,
+            "company": self.find_company(organization_id),
             "created_at": self.clock(),
             "access_token": "",
             "refresh_token": "",
@@ -418,7 +355,7 @@ class FakeState:
         found = (self.get("grant", cid) for cid in self.get("grant-index") or [])
         return [grant for grant in found if grant is not None]
 
-    def _new_tokens(self, grant: Grant) -> TokenResponse:
+    def _new_tokens(self, grant: Grant) -> dict[str, Any]:
         issued_at = self.clock()
         grant["access_token"] = _new_access_token(issued_at)
         grant["refresh_token"] = "".join(
@@ -443,7 +380,7 @@ class FakeState:
         organization_id: str | None = None,
         scopes: list[str] | None = None,
         connection_name: str | None = None,
-    ) -> TokenResponse:
+    ) -> dict[str, Any]:
         """A new connection without the browser flow: a dict like Lexware's token response.
 
         ``organization_id``: an id or company name (default: the first company). ``scopes``
@@ -452,14 +389,11 @@ class FakeState:
         client = self.get_client(client_id)
         if client is None:
             raise FakeLexwareError(f"client {client_id!r} is not registered")
-        allowed = client["scopes"] if client["scopes"] is not None else list(SCOPES)
-        scopes = list(scopes) if scopes is not None else list(allowed)
-        bad = [scope for scope in scopes if scope not in allowed]
+        scopes = list(scopes) if scopes is not None else client["scopes"]
+        bad = [scope for scope in scopes if scope not in client["scopes"]]
         if bad:
             raise FakeLexwareError(f"scopes not available to {client_id!r}: {bad}")
-        return self.create_grant(
-            client_id, self.find_company(organization_id), scopes, connection_name
-        )
+        return self.create_grant(client_id, organization_id, scopes, connection_name)
 
     def find_company(self, company: str | None) -> Company:
         """A company by organization id or name; ``None``: the first one."""
@@ -483,7 +417,7 @@ class FakeState:
         grant: Grant | None = self.get("grant", record[0])
         return grant if grant is not None and grant["access_token"] == access_token else None
 
-    def rotate(self, refresh_token: str, client_id: str) -> TokenResponse | None:
+    def rotate(self, refresh_token: str, client_id: str) -> dict[str, Any] | None:
         """The refresh grant: a new access AND refresh token, the old pair dead. ``None``:
         invalid_grant. Of two concurrent rotations only the one whose delete won proceeds."""
         grant = self.grant_for_refresh_token(refresh_token)
@@ -511,8 +445,7 @@ class FakeState:
             if self.delete("refresh", token):
                 self.end_grant(grant)
             return
-        record = self.get("access", token)
-        owner: Grant | None = self.get("grant", record[0]) if record else None
+        owner = self.grant_for_access_token(token)
         if owner is not None and owner["client_id"] == client_id:
             self.delete("access", token)
 
@@ -536,14 +469,16 @@ class FakeState:
         record = self.get("access", token)
         return str(record[0]) if record else None
 
-    def revoke_connection(self, token: str) -> None:
+    def revoke_connection(self, token_or_connection_id: str) -> Grant:
         """The user ends the connection inside Lexware: the next refresh answers
-        ``invalid_grant``. ``token``: the connection's current refresh or access token."""
-        connection_id = self.connection_id_for(token)
-        grant: Grant | None = self.get("grant", connection_id) if connection_id else None
+        ``invalid_grant``. Takes a current refresh or access token of it, or its connectionId;
+        returns the ended grant."""
+        connection_id = self.connection_id_for(token_or_connection_id) or token_or_connection_id
+        grant: Grant | None = self.get("grant", connection_id)
         if grant is None:
-            raise FakeLexwareError("no live connection has this token")
+            raise FakeLexwareError("no live connection has this token or connectionId")
         self.end_grant(grant)
+        return grant
 
     # -- the API's rate limit -------------------------------------------------------------------
 
@@ -556,20 +491,16 @@ class FakeState:
             raise ValueError("rate must be positive (or None to disable the limit)")
         if burst is not None and burst < 1:
             raise ValueError("burst must be at least 1")
-        if rate is None:
-            self.set("ratelimit", "", (None, 0))
-        else:
-            self.set("ratelimit", "", (float(rate), burst or default_burst(rate)))
+        self.set("ratelimit", "", (rate, burst))
 
     def rate_limit(self) -> tuple[float | None, int]:
         """``(rate, burst)`` in force: :meth:`set_rate_limit`'s, else the settings'."""
-        limit = self.get("ratelimit")
-        if limit is not None:
-            return limit[0], limit[1]
-        rate = getattr(settings, "LEXOFFICE_FAKE_RATE_LIMIT", DEFAULT_RATE_LIMIT)
+        rate, burst = self.get("ratelimit") or (
+            getattr(settings, "LEXOFFICE_FAKE_RATE_LIMIT", DEFAULT_RATE_LIMIT),
+            getattr(settings, "LEXOFFICE_FAKE_RATE_LIMIT_BURST", None),
+        )
         if rate is None:
             return None, 0
-        burst = getattr(settings, "LEXOFFICE_FAKE_RATE_LIMIT_BURST", None)
         return float(rate), int(burst) if burst is not None else default_burst(float(rate))
 
     def allow(self, client_id: str) -> bool:
@@ -590,7 +521,7 @@ class FakeState:
                 tokens = min(float(burst), tokens + max(0.0, at - since) * rate)
                 allowed = tokens >= 1.0
                 self.set("bucket", client_id, (tokens - 1.0 if allowed else tokens, at), 3600)
-        except LockTimeout:
+        except CacheLockBusy:
             allowed = False
         if not allowed:
             self.incr("count", "rate_limited")
@@ -614,10 +545,11 @@ class FakeState:
         """
         if endpoint not in ENDPOINTS:
             raise ValueError(f"unknown endpoint {endpoint!r}; choose from {ENDPOINTS}")
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {kind!r}; choose from {FAULT_KINDS}")
         if kind not in FAULTS_BY_ENDPOINT[endpoint]:
-            raise ValueError(f"fault {kind!r} does not apply to endpoint {endpoint!r}")
+            raise ValueError(
+                f"fault {kind!r} does not apply to endpoint {endpoint!r}; "
+                f"choose from {FAULTS_BY_ENDPOINT[endpoint]}"
+            )
         if times is not None and times < 1:
             raise ValueError("times must be at least 1 (or None for every request)")
         if status is not None and (kind != "server_error" or status not in SERVER_ERROR_STATUSES):
@@ -626,7 +558,7 @@ class FakeState:
             )
         if seconds is not None and kind != "slow":
             raise ValueError("seconds= applies to the slow fault only")
-        fault: Fault = {
+        fault = {
             "kind": kind,
             "times": times,
             "status": status or 500,
@@ -640,10 +572,10 @@ class FakeState:
         for name in (endpoint,) if endpoint else ENDPOINTS:
             self.delete("fault", name)
 
-    def take_fault(self, endpoint: str) -> Fault | None:
+    def take_fault(self, endpoint: str) -> dict[str, Any] | None:
         """The fault for this request, if one is armed and not used up (each of ``times``
         shots goes to exactly one request, across processes)."""
-        fault: Fault | None = self.get("fault", endpoint)
+        fault: dict[str, Any] | None = self.get("fault", endpoint)
         if fault is None or fault["times"] is None:
             return fault
         return fault if self.incr("fault-used", endpoint) <= fault["times"] else None

@@ -1,8 +1,8 @@
 """The fake Lexware's server: the consent page, ``/oauth2/token``, ``/oauth2/revoke`` and the API.
 
 One code path for both ways in: a live server runs these views, and ``FakeLexware.mock()`` hands
-them ``requests``' calls in-process; ``FakeLexware.approve()`` goes through
-:func:`begin_authorization` exactly like the consent page. The token, revoke and API endpoints
+them ``requests``' calls in-process; ``FakeLexware.approve()`` and ``deny()`` run the consent
+page's own :func:`consent`. The token, revoke and API endpoints
 are machine-to-machine and therefore ``csrf_exempt``; the consent form is CSRF-protected.
 """
 
@@ -14,9 +14,9 @@ import functools
 import hashlib
 import math
 import secrets
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
@@ -29,7 +29,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from . import state as fake_state
 from .constants import CHALLENGE_RE, CONNECTION_NAME_RE, SCOPES, VERIFIER_RE, scope_label
-from .state import Client, CodeData, FakeLexwareError, FakeState, Fault, Grant
+from .state import Client, FakeLexwareError, FakeState, Grant
 
 #: ``request.META`` key through which ``FakeLexware.mock()`` passes the client's read timeout.
 READ_TIMEOUT_META = "fake_lexware.read_timeout"
@@ -49,9 +49,6 @@ _BAD_GATEWAY_HTML = (
     "<body><h1>502 Bad Gateway</h1><p>The server encountered a temporary error.</p></body></html>\n"
 )
 
-#: Query parameters as lists of values (``QueryDict.lists()``, ``parse_qs``).
-Params = Mapping[str, Sequence[str]]
-
 
 class AuthorizeErrorPage(FakeLexwareError):
     """Lexware shows an error page (HTTP 400) and does NOT redirect back (RFC 6749 §4.1.2.1):
@@ -66,11 +63,9 @@ class AuthorizeErrorPage(FakeLexwareError):
 class InjectedFaultError(FakeLexwareError):
     """An injected fault made the authorization page fail (``status``: what Lexware answered)."""
 
-    def __init__(self, kind: str, status: int, response: HttpResponse | None = None) -> None:
-        super().__init__(f"injected fault {kind!r}: the authorization page answered HTTP {status}")
-        self.kind = kind
+    def __init__(self, status: int) -> None:
+        super().__init__(f"an injected fault broke the authorization page: HTTP {status}")
         self.status = status
-        self.response = response
 
 
 def pkce_challenge(verifier: str) -> str:
@@ -107,7 +102,7 @@ def _dropped(kind: str, response: HttpResponse) -> HttpResponse:
     return response
 
 
-def _fault_answer(fault: Fault) -> HttpResponse | None:
+def _fault_answer(fault: dict[str, Any]) -> HttpResponse | None:
     # The answer of a fault that replaces processing; None for slow and lost_response.
     kind = fault["kind"]
     if kind == "server_error":
@@ -128,7 +123,7 @@ def _fault_answer(fault: Fault) -> HttpResponse | None:
     return None
 
 
-def _delay(fault: Fault | None, read_timeout: float | None) -> bool:
+def _delay(fault: dict[str, Any] | None, read_timeout: float | None) -> bool:
     # The slow fault; True when the client's read timeout (known in-process only) ran out
     # first. Then we sleep only as long as the client would wait, and process anyway.
     if fault is None or fault["kind"] != "slow":
@@ -145,9 +140,11 @@ def _with_faults(
     state: FakeState,
     endpoint: str,
     handler: Callable[[], HttpResponse],
-    on_answering_fault: Callable[[Fault], None] | None = None,
+    on_answering_fault: Callable[[dict[str, Any]], None] | None = None,
 ) -> HttpResponse:
-    """Run ``handler`` under whatever fault is armed for ``endpoint``."""
+    """Run ``handler`` under whatever fault is armed for ``endpoint``: the one fault path of
+    every endpoint. ``on_answering_fault`` adds an endpoint's own effect of a fault that
+    answers in place of the handler (it may raise)."""
     fault = state.take_fault(endpoint)
     answer = _fault_answer(fault) if fault is not None else None
     if fault is not None and answer is not None:
@@ -166,18 +163,6 @@ def _with_faults(
 # -- the authorization request ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class AuthorizeRequest:
-    """A fully validated authorization request."""
-
-    client: Client
-    redirect_uri: str
-    state: str
-    code_challenge: str
-    scopes: tuple[str, ...]
-    connection_name: str | None
-
-
 def append_query(uri: str, params: Sequence[tuple[str, str]]) -> str:
     """Add parameters to a URI, keeping its own query string byte for byte."""
     parts = urlsplit(uri)
@@ -194,13 +179,14 @@ class RedirectError(Exception):
         self.url = append_query(redirect_uri, [*params, *([("state", state)] if state else [])])
 
 
-def validate(state: FakeState, params: Params) -> AuthorizeRequest:
+def validate(state: FakeState, request: HttpRequest) -> dict[str, Any]:
     """Check an authorization request as Lexware does, in RFC 6749 §4.1.2.1's order.
 
     An unknown client or an unregistered ``redirect_uri`` raises :class:`AuthorizeErrorPage`
     (a redirect would make Lexware an open redirector); every other problem
     :class:`RedirectError`, with ``error`` and ``state``.
     """
+    params = dict(request.GET.lists())
     client_ids = params.get("client_id") or []
     if len(client_ids) != 1 or not client_ids[0]:
         raise AuthorizeErrorPage("invalid_client", "client_id is missing or repeated")
@@ -241,75 +227,39 @@ def validate(state: FakeState, params: Params) -> AuthorizeRequest:
             "invalid_request",
             "code_challenge must be the unpadded base64url SHA-256 of the verifier (43 chars)",
         )
-    allowed = client["scopes"] if client["scopes"] is not None else list(SCOPES)
-    scopes = tuple(allowed)  # without scope: every scope provisioned for the client
+    scopes = client["scopes"]  # without scope: every scope provisioned for the client
     if single.get("scope"):
         requested = single["scope"].split(" ")  # RFC 6749 §3.3: single spaces
         unknown = [s for s in requested if s not in SCOPES]
         if unknown:
             raise fail("invalid_scope", f"unknown scope(s): {' '.join(unknown) or '(empty)'}")
-        forbidden = [s for s in requested if s not in allowed]
+        forbidden = [s for s in requested if s not in client["scopes"]]
         if forbidden:
             raise fail("invalid_scope", f"scope(s) not provisioned: {' '.join(forbidden)}")
-        scopes = tuple(dict.fromkeys(requested))
+        scopes = list(dict.fromkeys(requested))
     connection_name = single.get("connection_name")
     if connection_name is not None and not CONNECTION_NAME_RE.fullmatch(connection_name):
         raise fail("invalid_request", "connection_name contains characters Lexware does not allow")
-    return AuthorizeRequest(
-        client, redirect_uri, state_value, challenge, scopes, connection_name or None
-    )
-
-
-def begin_authorization(state: FakeState, params: Params) -> AuthorizeRequest:
-    """Opening the consent page: the armed ``authorize`` fault first, then :func:`validate`.
-
-    Raises :class:`InjectedFaultError` (carrying the fault's answer), :class:`AuthorizeErrorPage`
-    or :class:`RedirectError`. The consent page's GET and ``FakeLexware.approve``/``deny`` share it.
-    """
-    fault = state.take_fault("authorize")
-    answer = _fault_answer(fault) if fault and fault["kind"] != "unauthorized_client" else None
-    if fault is not None and answer is not None:
-        raise InjectedFaultError(fault["kind"], answer.status_code, answer)
-    _delay(fault, None)
-    auth = validate(state, params)
-    if fault is not None and fault["kind"] == "unauthorized_client":
-        raise RedirectError(auth.redirect_uri, "unauthorized_client", "injected fault", auth.state)
-    return auth
-
-
-def approve_url(state: FakeState, auth: AuthorizeRequest, organization_id: str) -> str:
-    """The user allowed: a single-use code for the company, sent back with ``state``."""
-    code = state.issue_code(
-        {
-            "client_id": auth.client["client_id"],
-            "redirect_uri": auth.redirect_uri,
-            "code_challenge": auth.code_challenge,
-            "scopes": list(auth.scopes),
-            "organization_id": organization_id,
-            "connection_name": auth.connection_name,
-            "issued_at": state.clock(),
-        }
-    )
-    return append_query(auth.redirect_uri, [("code", code), ("state", auth.state)])
-
-
-def deny_url(auth: AuthorizeRequest) -> str:
-    """The user said no: ``error=access_denied`` and ``state``."""
-    return RedirectError(
-        auth.redirect_uri, "access_denied", "The user denied the request", auth.state
-    ).url
+    return {
+        "client_id": client["client_id"],
+        "redirect_uri": redirect_uri,
+        "state": state_value,
+        "code_challenge": challenge,
+        "scopes": scopes,
+        "connection_name": connection_name or None,
+    }
 
 
 def _consent_page(
-    request: HttpRequest, state: FakeState, auth: AuthorizeRequest, error: str = ""
+    request: HttpRequest, state: FakeState, auth: dict[str, Any], error: str = ""
 ) -> HttpResponse:
     companies = state.companies()
     context = {
-        "client_id": auth.client["client_id"],
+        "client_id": auth["client_id"],
         "companies": companies,
-        "selected": companies[0]["organization_id"] if companies else "",
-        "scopes": [(scope, scope_label(scope)) for scope in auth.scopes],
-        "connection_name": auth.connection_name,
+        "selected": companies[0]["organization_id"],  # the demo companies are always there
+        "scopes": [(scope, scope_label(scope)) for scope in auth["scopes"]],
+        "connection_name": auth["connection_name"],
         # The form posts back to the same URL: the POST validates the query string again.
         "action": request.get_full_path(),
         "error": error,
@@ -319,57 +269,78 @@ def _consent_page(
     )
 
 
+def consent(request: HttpRequest, state: FakeState) -> HttpResponse:
+    """The consent page's logic, for its view and ``FakeLexware.approve``/``deny``: ``GET``
+    takes the armed ``authorize`` fault, validates and shows the page; ``POST`` validates again
+    and follows the user's decision. Raises :class:`AuthorizeErrorPage` and
+    :class:`RedirectError` where Lexware shows its error page or redirects with an error."""
+
+    def deactivated(fault: dict[str, Any]) -> None:
+        # The client was deactivated: Lexware checks the request, then redirects with the error.
+        if fault["kind"] == "unauthorized_client":
+            auth = validate(state, request)
+            raise RedirectError(
+                auth["redirect_uri"], fault["kind"], "injected fault", auth["state"]
+            )
+
+    def page() -> HttpResponse:
+        return _consent_page(request, state, validate(state, request))
+
+    if request.method == "GET":
+        return _with_faults(request, state, "authorize", page, deactivated)
+    auth = validate(state, request)
+    decision = request.POST.get("decision")
+    if decision == "deny":
+        raise RedirectError(
+            auth["redirect_uri"], "access_denied", "The user denied the request", auth["state"]
+        )
+    if decision != "allow":
+        return _consent_page(request, state, auth, error=CHOOSE_DECISION)
+    try:
+        company = state.find_company(request.POST.get("company", ""))
+    except FakeLexwareError:
+        return _consent_page(request, state, auth, error=CHOOSE_COMPANY)
+    code = state.issue_code(
+        {**auth, "organization_id": company["organization_id"], "issued_at": state.clock()}
+    )
+    return HttpResponseRedirect(
+        append_query(auth["redirect_uri"], [("code", code), ("state", auth["state"])])
+    )
+
+
 @csrf_protect
 @xframe_options_deny
 @never_cache
 @require_http_methods(["GET", "POST"])
 def authorize(request: HttpRequest) -> HttpResponse:
     """``GET``: the login-and-consent page. ``POST``: the user's decision."""
-    state = FakeState()
-    params = dict(request.GET.lists())
     try:
-        auth = (
-            begin_authorization(state, params)
-            if request.method == "GET"
-            else validate(state, params)
-        )
-    except InjectedFaultError as exc:
-        assert exc.response is not None
-        return exc.response
+        return consent(request, FakeState())
     except AuthorizeErrorPage as exc:
         return render(request, "django_lexoffice/fake/error.html", {"error": exc}, status=400)
     except RedirectError as exc:
         return HttpResponseRedirect(exc.url)
-    if request.method == "GET":
-        return _consent_page(request, state, auth)
-    decision = request.POST.get("decision")
-    if decision == "deny":
-        return HttpResponseRedirect(deny_url(auth))
-    if decision != "allow":
-        return _consent_page(request, state, auth, error=CHOOSE_DECISION)
-    organization_id = request.POST.get("company", "")
-    if state.get_company(organization_id) is None:
-        return _consent_page(request, state, auth, error=CHOOSE_COMPANY)
-    return HttpResponseRedirect(approve_url(state, auth, organization_id))
 
 
 # -- /oauth2/token and /oauth2/revoke (RFC 6749 §4.1.3, §6, RFC 7009) ----------------------------
 
 
-def _form_problem(request: HttpRequest) -> str | None:
-    if request.content_type != FORM_CONTENT_TYPE:
-        return f"the request body must be {FORM_CONTENT_TYPE}"
-    if request.GET:
-        return "parameters must be sent in the request body, not in the URL"
-    repeated = sorted(name for name, values in request.POST.lists() if len(values) > 1)
-    if repeated:
-        return f"parameters must not be repeated: {', '.join(repeated)}"
-    return None
-
-
 def _authenticate_client(state: FakeState, request: HttpRequest) -> Client | HttpResponse:
-    # HTTP Basic for confidential clients (Lexware documents nothing else: a client_secret in
-    # the body is refused), client_id in the body for public ones.
+    """The client of a token or revoke request, or the error answer: the form first, then HTTP
+    Basic for confidential clients (Lexware documents nothing else: a client_secret in the body
+    is refused), client_id in the body for public ones."""
+    repeated = sorted(name for name, values in request.POST.lists() if len(values) > 1)
+    if request.content_type != FORM_CONTENT_TYPE:
+        return _oauth_error("invalid_request", f"the request body must be {FORM_CONTENT_TYPE}")
+    if request.GET:
+        return _oauth_error(
+            "invalid_request", "parameters must be sent in the request body, not in the URL"
+        )
+    if repeated:
+        return _oauth_error(
+            "invalid_request", f"parameters must not be repeated: {', '.join(repeated)}"
+        )
+
     def refuse(description: str) -> HttpResponse:
         return _oauth_error("invalid_client", description, status=401)
 
@@ -412,7 +383,7 @@ def _authenticate_client(state: FakeState, request: HttpRequest) -> Client | Htt
 
 
 def _exchange_code(
-    request: HttpRequest, state: FakeState, client: Client, data: CodeData | None
+    request: HttpRequest, state: FakeState, client: Client, data: dict[str, Any] | None
 ) -> HttpResponse:
     form = request.POST
     if not form.get("code"):
@@ -433,8 +404,9 @@ def _exchange_code(
     if not secrets.compare_digest(pkce_challenge(verifier), data["code_challenge"]):
         return _oauth_error("invalid_grant", "PKCE verification failed")
     # Companies are never removed (reset() orphans the codes too), so the code's company exists.
-    company = state.find_company(data["organization_id"])
-    body = state.create_grant(client["client_id"], company, data["scopes"], data["connection_name"])
+    body = state.create_grant(
+        client["client_id"], data["organization_id"], data["scopes"], data["connection_name"]
+    )
     state.incr("count", "token")
     return _no_store(JsonResponse(body))
 
@@ -459,10 +431,9 @@ def _refresh(request: HttpRequest, state: FakeState, client: Client) -> HttpResp
     return _no_store(JsonResponse(body))
 
 
-def _token(request: HttpRequest, state: FakeState, codes: list[CodeData | None]) -> HttpResponse:
-    problem = _form_problem(request)
-    if problem:
-        return _oauth_error("invalid_request", problem)
+def _token(
+    request: HttpRequest, state: FakeState, codes: list[dict[str, Any] | None]
+) -> HttpResponse:
     client = _authenticate_client(state, request)
     if isinstance(client, HttpResponse):
         return client
@@ -493,7 +464,7 @@ def token(request: HttpRequest) -> HttpResponse:
         else []
     )
 
-    def end_refreshed_grant(fault: Fault) -> None:
+    def end_refreshed_grant(fault: dict[str, Any]) -> None:
         # An injected invalid_grant on refresh means "this connection is gone": make it so.
         grant = state.grant_for_refresh_token(request.POST.get("refresh_token") or "")
         if fault["kind"] == "invalid_grant" and grant is not None:
@@ -505,9 +476,6 @@ def token(request: HttpRequest) -> HttpResponse:
 
 
 def _revoke(request: HttpRequest, state: FakeState) -> HttpResponse:
-    problem = _form_problem(request)
-    if problem:
-        return _oauth_error("invalid_request", problem)
     client = _authenticate_client(state, request)
     if isinstance(client, HttpResponse):
         return client

@@ -1,20 +1,9 @@
-"""The fake Lexware's webhooks: event subscriptions, signed deliveries, and ending a
-connection from Lexware's side (``token.revoked``).
+"""The fake Lexware's webhooks: event subscriptions, signed deliveries, "Verbundene Apps".
 
-- ``POST /v1/event-subscriptions`` -> 201 ``{"id", ...}`` (409 for the same eventType and
-  callbackUrl again; 406 when the HEAD check of the https callback URL fails; plain http is
-  allowed to loopback and ``testserver`` only), ``GET`` -> ``{"content": [...]}`` with
-  ``subscriptionId``, ``GET``/``DELETE /v1/event-subscriptions/<id>`` (204, 404). Listing shows
-  the calling connection's subscriptions.
-- Deliveries are signed like Lexware's (RSA SHA-512 PKCS#1 v1.5, base64 ``X-Lxo-Signature``)
-  with the fake's own 2048-bit key: configure ``LEXOFFICE_WEBHOOK_PUBLIC_KEY =
-  public_key_pem()``. A delivery fails on any status but 200/201/202/204; failed ones are
-  kept for :func:`redeliver_failed` (Lexware's 41-hour schedule is documented, not simulated).
-- Callbacks to ``testserver`` go through Django's test ``Client`` (in-process tests); other
-  hosts through ``requests``.
-
-The endpoints authenticate and rate-limit like every ``/v1`` endpoint (:func:`.views.bearer_grant`)
-but take no injected faults: ``FakeLexware.mock()`` and ``urls`` route them.
+Deliveries are signed like Lexware's (RSA SHA-512 PKCS#1 v1.5, base64 ``X-Lxo-Signature``)
+with the fake's own key. Callbacks to ``testserver`` go through Django's test ``Client``, other
+hosts through ``requests``. The subscription endpoints authenticate and rate-limit like every
+``/v1`` endpoint (:func:`.views.bearer_grant`) but take no injected faults.
 """
 
 from __future__ import annotations
@@ -36,30 +25,35 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods
 
-from .state import FakeState, Grant
+from .state import FakeState
 from .views import bearer_grant, message
 
 DELIVERY_TIMEOUT = 5.0
 DELIVERED = frozenset({200, 201, 202, 204})
 _KEY_CACHE_KEY = "fake-lexware:webhook-signing-key"  # outlives reset(): the site keeps its key
-_private_key: rsa.RSAPrivateKey | None = None
 
 
-def signing_key(state: FakeState | None = None) -> rsa.RSAPrivateKey:
+def signing_key() -> rsa.RSAPrivateKey:
     """The fake's signing key: ``LEXOFFICE_FAKE_WEBHOOK_PRIVATE_KEY`` (PEM; the demo sets it),
     else made once and shared through the fake's cache by every process."""
-    global _private_key
-    configured = getattr(django_settings, "LEXOFFICE_FAKE_WEBHOOK_PRIVATE_KEY", None)
-    if configured:
-        return _load_private_key(str(configured))
-    if _private_key is None:
-        cache = (state or FakeState()).cache
-        pem = cache.get(_KEY_CACHE_KEY)
-        if pem is None:
-            cache.add(_KEY_CACHE_KEY, generate_private_key_pem(), timeout=None)
-            pem = cache.get(_KEY_CACHE_KEY)
-        _private_key = _load_private_key(pem)
-    return _private_key
+    pem = getattr(django_settings, "LEXOFFICE_FAKE_WEBHOOK_PRIVATE_KEY", None) or _shared_pem()
+    return _load_private_key(str(pem))
+
+
+@functools.cache
+def _shared_pem() -> str:
+    # Kept in this process once read: an evicted cache entry cannot change the key under a
+    # running site.
+    cache = FakeState().cache
+    if cache.get(_KEY_CACHE_KEY) is None:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        cache.add(_KEY_CACHE_KEY, pem.decode("ascii"), timeout=None)
+    return str(cache.get(_KEY_CACHE_KEY))
 
 
 @functools.lru_cache(maxsize=4)
@@ -70,34 +64,14 @@ def _load_private_key(pem: str) -> rsa.RSAPrivateKey:
     return loaded
 
 
-def public_key_pem() -> str:
-    """The PEM the site under test sets as ``LEXOFFICE_WEBHOOK_PUBLIC_KEY``."""
-    return (
-        signing_key()
-        .public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode("ascii")
-    )
-
-
-def generate_private_key_pem() -> str:
-    """A new 2048-bit RSA private key in PEM (``LEXOFFICE_FAKE_WEBHOOK_PRIVATE_KEY``)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode("ascii")
-
-
 def sign(body: bytes) -> str:
     """Lexware's ``X-Lxo-Signature`` for ``body``."""
     signature = signing_key().sign(body, padding.PKCS1v15(), hashes.SHA512())
     return base64.b64encode(signature).decode("ascii")
 
 
-# -- transport --------------------------------------------------------------------------------
-
-
 def _allowed_callback(url: str) -> bool:
+    # https anywhere; plain http to loopback and the test client only.
     parts = urlsplit(url)
     local = parts.hostname in {"127.0.0.1", "::1", "localhost", "testserver"}
     return parts.scheme == "https" or (parts.scheme == "http" and local)
@@ -126,64 +100,153 @@ def _send(method: str, url: str, body: bytes = b"", headers: dict[str, str] | No
         return 0
 
 
-# -- subscriptions ---------------------------------------------------------------------------
+class FakeWebhooks(FakeState):
+    """:class:`FakeState` with Lexware's webhooks: subscriptions, signed deliveries, ending a
+    connection from Lexware's side. Failed deliveries are kept for :meth:`redeliver_failed`
+    (Lexware's 41-hour retry schedule is documented, not simulated)."""
+
+    def webhook_public_key(self) -> str:
+        """PEM of the key the fake signs deliveries with (for ``LEXOFFICE_WEBHOOK_PUBLIC_KEY``)."""
+        public_key = signing_key().public_key()
+        pem = public_key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return pem.decode("ascii")
+
+    def subscriptions(self) -> list[dict[str, Any]]:
+        """Every subscription the fake holds (with ``connectionId``), oldest first."""
+        return list(self.get("subscriptions") or [])
+
+    def _subscribed(self, connection_id: str, event_type: str, url: str) -> bool:
+        return any(
+            (item["connectionId"], item["eventType"], item["callbackUrl"])
+            == (connection_id, event_type, url)
+            for item in self.subscriptions()
+        )
+
+    def deliver_event(
+        self,
+        event_type: str,
+        resource_id: str,
+        *,
+        organization_id: str,
+        connection_id: str | None = None,
+    ) -> list[int]:
+        """POST the event (e.g. ``invoice.created``), signed, to every matching subscription
+        (of ``connection_id`` if given, else of live grants only: a revoked grant's
+        subscriptions are gone at Lexware); return the statuses."""
+        event = {
+            "organizationId": organization_id,
+            "eventType": event_type,
+            "resourceId": resource_id,
+            "eventDate": timezone.localtime().isoformat(timespec="milliseconds"),
+        }
+        body = json.dumps(event).encode("utf-8")
+        statuses = []
+        for item in self.subscriptions():
+            if item["eventType"] != event_type or item["organizationId"] != organization_id:
+                continue
+            if connection_id is not None and item["connectionId"] != connection_id:
+                continue
+            if connection_id is None and self.get("grant", item["connectionId"]) is None:
+                continue
+            statuses.append(self._deliver(item["callbackUrl"], body))
+        return statuses
+
+    def _deliver(self, url: str, body: bytes) -> int:
+        headers = {"X-Lxo-Signature": sign(body), "Content-Type": "application/json"}
+        status = _send("POST", url, body, headers)
+        if status not in DELIVERED:
+            with self.lock("failed-deliveries"):
+                failed = [*self.failed_deliveries(), {"url": url, "body": body.decode("utf-8")}]
+                self.set("failed-deliveries", "", failed)
+        return status
+
+    def failed_deliveries(self) -> list[dict[str, str]]:
+        """Deliveries the site did not accept (any status but 200/201/202/204), oldest first
+        (``url``, ``body``)."""
+        return list(self.get("failed-deliveries") or [])
+
+    def redeliver_failed(self, *, attempts: int = 1) -> list[int]:
+        """Send each failed delivery again, identically (same body, same signature), up to
+        ``attempts`` times until the site accepts it ("fail N times, then succeed"); return
+        the statuses of every attempt."""
+        statuses: list[int] = []
+        for _ in range(attempts):
+            with self.lock("failed-deliveries"):
+                pending = self.failed_deliveries()
+                self.set("failed-deliveries", "", [])
+            if not pending:
+                break
+            for item in pending:
+                statuses.append(self._deliver(item["url"], item["body"].encode("utf-8")))
+        return statuses
+
+    def end_connection(self, token_or_connection_id: str) -> list[int]:
+        """The user ends the connection in lexoffice ("Verbindung trennen"; a token of it, or
+        its connectionId): revoke the grant, deliver ``token.revoked`` to its subscriptions,
+        then delete them. Returns the statuses."""
+        grant = self.revoke_connection(token_or_connection_id)
+        connection_id = grant["connection_id"]
+        organization_id = grant["company"]["organization_id"]
+        statuses = self.deliver_event(
+            "token.revoked",
+            connection_id,
+            organization_id=organization_id,
+            connection_id=connection_id,
+        )
+        with self.lock("subscriptions"):
+            kept = [s for s in self.subscriptions() if s["connectionId"] != connection_id]
+            self.set("subscriptions", "", kept)
+        return statuses
 
 
-def _subscriptions(state: FakeState) -> dict[str, dict[str, Any]]:
-    return dict(state.get("subscriptions") or {})
+# -- the views ----------------------------------------------------------------------------------
 
 
-def _save(state: FakeState, subscriptions: dict[str, dict[str, Any]]) -> None:
-    state.set("subscriptions", "", subscriptions)
-
-
-def _duplicate(items: Any, event_type: str, url: str) -> bool:
-    return any(i["eventType"] == event_type and i["callbackUrl"] == url for i in items)
+def _public(subscription: dict[str, Any]) -> dict[str, Any]:
+    # What Lexware shows of a subscription: the fake's own connectionId stays inside.
+    return {key: value for key, value in subscription.items() if key != "connectionId"}
 
 
 @csrf_exempt
 @require_http_methods(["GET", "POST"])
 def event_subscriptions(request: HttpRequest) -> HttpResponse:
-    """``GET``: the calling connection's subscriptions. ``POST``: subscribe."""
-    state = FakeState()
+    """``GET``: the calling connection's subscriptions (``content``). ``POST``: subscribe:
+    201, 409 for the same eventType and callbackUrl again, 406 when the ``HEAD`` check of the
+    callback URL fails."""
+    state = FakeWebhooks()
     grant = bearer_grant(request, state)
     if isinstance(grant, HttpResponse):
         return grant
-    mine = {
-        key: item
-        for key, item in _subscriptions(state).items()
-        if item["connectionId"] == grant["connection_id"]
-    }
+    connection_id = grant["connection_id"]
     if request.method == "GET":
-        content = [{k: v for k, v in item.items() if k != "connectionId"} for item in mine.values()]
-        return JsonResponse({"content": content})
+        mine = [s for s in state.subscriptions() if s["connectionId"] == connection_id]
+        return JsonResponse({"content": [_public(item) for item in mine]})
     try:
         data = json.loads(request.body)
         event_type, url = str(data["eventType"]), str(data["callbackUrl"])
     except (ValueError, KeyError, TypeError):
         return message(400, "eventType and callbackUrl are required")
-    if _duplicate(mine.values(), event_type, url):
-        return message(409, "Conflict: subscription already exists")
+    conflict = message(409, "Conflict: subscription already exists")
+    if state._subscribed(connection_id, event_type, url):
+        return conflict
     if not _allowed_callback(url) or _send("HEAD", url) != 200:
         return message(406, "callbackUrl could not be verified")
     subscription_id = str(uuid.uuid4())
     created = timezone.now().isoformat(timespec="milliseconds")
     with state.lock("subscriptions"):
-        subscriptions = _subscriptions(state)
-        same_grant = (
-            i for i in subscriptions.values() if i["connectionId"] == grant["connection_id"]
-        )
-        if _duplicate(same_grant, event_type, url):  # a concurrent request won
-            return message(409, "Conflict: subscription already exists")
-        subscriptions[subscription_id] = {
+        if state._subscribed(connection_id, event_type, url):  # a concurrent request won
+            return conflict
+        subscription = {
             "subscriptionId": subscription_id,
             "organizationId": grant["company"]["organization_id"],
-            "connectionId": grant["connection_id"],
+            "connectionId": connection_id,
             "createdDate": created,
             "eventType": event_type,
             "callbackUrl": url,
         }
-        _save(state, subscriptions)
+        state.set("subscriptions", "", [*state.subscriptions(), subscription])
     body = {
         "id": subscription_id,
         "resourceUri": request.build_absolute_uri(f"{request.path}/{subscription_id}"),
@@ -197,160 +260,35 @@ def event_subscriptions(request: HttpRequest) -> HttpResponse:
 @csrf_exempt
 @require_http_methods(["GET", "DELETE"])
 def event_subscription(request: HttpRequest, subscription_id: str) -> HttpResponse:
-    """``GET`` one subscription, or ``DELETE`` it (204; 404 when unknown)."""
-    state = FakeState()
+    """``GET`` one subscription of the caller's organization, or ``DELETE`` it (204; 404 when
+    unknown)."""
+    state = FakeWebhooks()
     grant = bearer_grant(request, state)
     if isinstance(grant, HttpResponse):
         return grant
+    mine = (subscription_id, grant["company"]["organization_id"])
     with state.lock("subscriptions"):
-        subscriptions = _subscriptions(state)
-        item = subscriptions.get(subscription_id)
-        if item is None or item["organizationId"] != grant["company"]["organization_id"]:
+        subscriptions = state.subscriptions()
+        found = (s for s in subscriptions if (s["subscriptionId"], s["organizationId"]) == mine)
+        item = next(found, None)
+        if item is None:
             return message(404, "Not Found")
         if request.method == "GET":
-            return JsonResponse({k: v for k, v in item.items() if k != "connectionId"})
-        del subscriptions[subscription_id]
-        _save(state, subscriptions)
+            return JsonResponse(_public(item))
+        subscriptions.remove(item)
+        state.set("subscriptions", "", subscriptions)
     return HttpResponse(status=204)
-
-
-# -- deliveries ------------------------------------------------------------------------------
-
-
-def deliver(
-    state: FakeState,
-    event_type: str,
-    resource_id: str,
-    *,
-    organization_id: str,
-    connection_id: str | None = None,
-    event_date: str | None = None,
-) -> list[int]:
-    """POST the event, signed, to every matching subscription (of ``connection_id`` if
-    given, else of live grants only: a revoked grant's subscriptions are gone at Lexware);
-    return the statuses. Failed deliveries are kept for :func:`redeliver_failed`."""
-    date = event_date or timezone.localtime().isoformat(timespec="milliseconds")
-    body = json.dumps(
-        {
-            "organizationId": organization_id,
-            "eventType": event_type,
-            "resourceId": resource_id,
-            "eventDate": date,
-        }
-    ).encode("utf-8")
-    statuses = []
-    for item in _subscriptions(state).values():
-        if item["eventType"] != event_type or item["organizationId"] != organization_id:
-            continue
-        if connection_id is not None and item["connectionId"] != connection_id:
-            continue
-        if connection_id is None and state.get("grant", item["connectionId"]) is None:
-            continue
-        statuses.append(_deliver_body(state, item["callbackUrl"], body))
-    return statuses
-
-
-def _deliver_body(state: FakeState, url: str, body: bytes) -> int:
-    headers = {"X-Lxo-Signature": sign(body), "Content-Type": "application/json"}
-    status = _send("POST", url, body, headers)
-    if status not in DELIVERED:
-        with state.lock("failed-deliveries"):
-            failed = list(state.get("failed-deliveries") or [])
-            failed.append({"url": url, "body": body.decode("utf-8")})
-            state.set("failed-deliveries", "", failed)
-    return status
-
-
-def failed_deliveries(state: FakeState) -> list[dict[str, str]]:
-    """Deliveries the site did not accept, oldest first (``url``, ``body``)."""
-    return list(state.get("failed-deliveries") or [])
-
-
-def redeliver_failed(state: FakeState, *, attempts: int = 1) -> list[int]:
-    """Send each failed delivery again, identically (same body, same signature), up to
-    ``attempts`` times until the site accepts it ("fail N times, then succeed"); return the
-    statuses of every attempt."""
-    statuses: list[int] = []
-    for _ in range(attempts):
-        with state.lock("failed-deliveries"):
-            pending = failed_deliveries(state)
-            state.set("failed-deliveries", "", [])
-        if not pending:
-            break
-        for item in pending:
-            statuses.append(_deliver_body(state, item["url"], item["body"].encode("utf-8")))
-    return statuses
-
-
-# -- ending a connection from Lexware's side ----------------------------------------------------
-
-
-def end_connection(state: FakeState, connection_id: str) -> list[int]:
-    """The user ends the connection in lexoffice ("Verbindung trennen"): revoke the grant,
-    deliver ``token.revoked`` to its subscriptions, then delete them. Returns the statuses."""
-    grant: Grant | None = state.get("grant", connection_id)
-    if grant is None:
-        raise LookupError(f"no live connection {connection_id!r}")
-    state.end_grant(grant)
-    statuses = deliver(
-        state,
-        "token.revoked",
-        connection_id,
-        organization_id=grant["company"]["organization_id"],
-        connection_id=connection_id,
-    )
-    with state.lock("subscriptions"):
-        subscriptions = _subscriptions(state)
-        for key in [k for k, v in subscriptions.items() if v["connectionId"] == connection_id]:
-            del subscriptions[key]
-        _save(state, subscriptions)
-    return statuses
 
 
 @csrf_protect
 @require_http_methods(["GET", "POST"])
 def connected_apps(request: HttpRequest) -> HttpResponse:
     """ "Verbundene Apps": the live connections, each with "Verbindung trennen"."""
-    state = FakeState()
+    state = FakeWebhooks()
     if request.method == "POST":
         connection_id = request.POST.get("connection_id", "")
-        if state.get("grant", connection_id) is not None:
-            end_connection(state, connection_id)
+        if state.get("grant", connection_id) is not None:  # not ended in another tab meanwhile
+            state.end_connection(connection_id)
         return HttpResponseRedirect(request.path)
-    return render(
-        request,
-        "django_lexoffice/fake/connected_apps.html",
-        {"grants": state.live_grants()},
-    )
-
-
-class FakeWebhooksMixin(FakeState):
-    """The webhook part of :class:`~django_lexoffice.testing.FakeLexware`'s Python API."""
-
-    def webhook_public_key(self) -> str:
-        """PEM of the key the fake signs deliveries with (for ``LEXOFFICE_WEBHOOK_PUBLIC_KEY``)."""
-        return public_key_pem()
-
-    def end_connection(self, token_or_connection_id: str) -> list[int]:
-        """End a connection from Lexware's side (a token of it, or its connectionId): revoke
-        the grant, deliver ``token.revoked``, delete its subscriptions; the statuses."""
-        connection_id = self.connection_id_for(token_or_connection_id)
-        return end_connection(self, connection_id or token_or_connection_id)
-
-    def deliver_event(
-        self, event_type: str, resource_id: str, *, organization_id: str, **kwargs: Any
-    ) -> list[int]:
-        """Deliver an event (e.g. ``invoice.created``) to the matching subscriptions."""
-        return deliver(self, event_type, resource_id, organization_id=organization_id, **kwargs)
-
-    def subscriptions(self) -> list[dict[str, Any]]:
-        """Every subscription the fake holds (with ``connectionId``)."""
-        return list(_subscriptions(self).values())
-
-    def failed_deliveries(self) -> list[dict[str, str]]:
-        """Deliveries the site did not accept (``url``, ``body``)."""
-        return failed_deliveries(self)
-
-    def redeliver_failed(self, *, attempts: int = 1) -> list[int]:
-        """Redeliver failed deliveries, up to ``attempts`` times each until accepted."""
-        return redeliver_failed(self, attempts=attempts)
+    context = {"grants": state.live_grants()}
+    return render(request, "django_lexoffice/fake/connected_apps.html", context)
