@@ -26,9 +26,7 @@ from django.test.utils import CaptureQueriesContext
 from social_django.models import UserSocialAuth
 from social_django.utils import load_strategy
 
-from django_lexoffice import ratelimit
 from django_lexoffice.batch import refresh_due_connections
-from django_lexoffice.ratelimit import SharedTokenBucket
 
 from . import fixtures
 from .bare import BARE_BACKEND_NAME
@@ -183,9 +181,9 @@ def _rss(infra: Infra, pks: list[int], sizes: tuple[int, int]) -> list[Result]:
     ]
 
 
-#: The sides of the CPU comparison: ours as it is, ours with the fix proposed for the shared
-#: bucket (what-if), and social-core's own refresh.
-SIDES = ("ours", "ours, bucket reused", "social")
+#: The sides of the CPU comparison: ours, and social-core's own refresh. (The what-if side
+#: "bucket reused" went when ``ratelimit`` began reusing one bucket per key.)
+SIDES = ("ours", "social")
 
 
 def _round(pks: list[int], n: int) -> dict[str, CpuRun]:
@@ -198,11 +196,8 @@ def _round(pks: list[int], n: int) -> dict[str, CpuRun]:
             side = SIDES[(index + offset) % len(SIDES)]
             if side == "social":
                 runs[side] += _social(chunk)
-            elif side == "ours":
-                runs[side] += _ours(pks, chunk)
             else:
-                with reused_bucket():
-                    runs[side] += _ours(pks, chunk)
+                runs[side] += _ours(pks, chunk)
     return runs
 
 
@@ -240,37 +235,7 @@ def _cpu(pks: list[int], n: int, repeats: int) -> list[Result]:
             "(info)",
             None,
         ),
-        Result(
-            "2. what-if: CPU per refresh with the bucket reused (proposed fix), / social-core",
-            f"{median(ratios('ours, bucket reused')):.2f} "
-            f"(ours {per_refresh('ours, bucket reused')})",
-            "(info)",
-            None,
-        ),
     ]
-
-
-@contextmanager
-def reused_bucket() -> Iterator[None]:
-    """What-if for the fix proposed in ``django_lexoffice/ratelimit.py``: one
-    ``SharedTokenBucket`` per key, reused, its Redis client built once (today ``acquire()``
-    builds a bucket, a ``redis.Redis`` client and a ``Script`` on every call)."""
-    original = ratelimit.acquire
-    buckets: dict[str | None, SharedTokenBucket] = {}
-
-    def acquire(key: str | None = None, *, max_wait: float | None = None) -> float:
-        bucket = buckets.get(key)
-        if bucket is None:
-            bucket = buckets[key] = SharedTokenBucket(key)
-            client = bucket._redis_client()  # private: this is a what-if, not the fix itself
-            bucket._redis_client = lambda: client  # type: ignore[method-assign]
-        return bucket.acquire(max_wait)
-
-    ratelimit.acquire = acquire
-    try:
-        yield
-    finally:
-        ratelimit.acquire = original
 
 
 def _ms(seconds: float) -> str:

@@ -2,20 +2,25 @@
 calls to the authorization server (token and revocation endpoints).
 
 Every request to Lexware takes its slot through :func:`take_slots`: the API client, the
-callback's code exchange and profile call, refresh and revoke. Client authentication is
-HTTP Basic ``base64(client_id:client_secret)`` for a confidential client (the only method
-Lexware documents); a public client sends ``client_id`` in the body and no secret. Timeouts
-always apply and TLS certificates are always verified.
+callback's code exchange and profile call, refresh and revoke. Batch workers first take a
+:func:`refresh_claim` on the row, so no two of them spend a slot on the same refresh.
+
+Client authentication is HTTP Basic ``base64(client_id:client_secret)`` for a confidential
+client (the only method Lexware documents); a public client sends ``client_id`` in the body
+and no secret. Timeouts always apply and TLS certificates are always verified.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+from django.core.cache import caches
 from django.views.decorators.debug import sensitive_variables
 
 from . import ratelimit
@@ -65,11 +70,53 @@ def take_slots(count: int = 1, *, bucket: Any = None) -> float:
     comes within ``LEXOFFICE_RATE_LIMIT_MAX_WAIT``, and :class:`RateLimitUnavailable` when
     the cache behind the limit fails: nothing is sent to Lexware unpaced.
     """
-    try:
+    with _rate_limit_cache_failures():
         if bucket is not None:
             return float(bucket.acquire(count=count))
         return ratelimit.acquire(count=count)
-    except LexofficeError:
+
+
+#: How long a batch worker's claim on a refresh lasts at most: longer than a slot's wait and
+#: the token request together, so only a crashed worker's claim runs out.
+REFRESH_CLAIM_TIMEOUT = 300
+
+
+@contextmanager
+def refresh_claim(pk: int) -> Iterator[bool]:
+    """Claim the refresh of connection ``pk`` for this batch worker while the block runs;
+    yields ``False`` when another worker holds the claim (it is refreshing that row now).
+
+    Workers that walk the same due rows would otherwise each take a rate-limit slot for the
+    row, and all but one would then skip it under its row lock: N workers would share 1/N of
+    the rate. The claim lives in the rate limit's cache (shared wherever the limit is), with
+    :func:`ratelimit.cache_lock <django_lexoffice.ratelimit.cache_lock>`; the row lock stays
+    what makes the refresh single-flight. Raises :class:`RateLimitUnavailable` when the
+    cache fails.
+    """
+    cache = caches[lexoffice_settings.RATE_LIMIT_CACHE]
+    held = ExitStack()
+    try:
+        with _rate_limit_cache_failures():
+            key = f"lexoffice:refresh-claim:{pk}"
+            held.enter_context(ratelimit.cache_lock(cache, key, timeout=REFRESH_CLAIM_TIMEOUT))
+        claimed = True
+    except ratelimit.CacheLockBusy:
+        claimed = False
+    try:
+        yield claimed
+    finally:
+        try:
+            held.close()
+        except Exception:  # the claim runs out by itself; what the block did stands
+            logger.warning("Could not release the refresh claim of lexoffice connection %s", pk)
+
+
+@contextmanager
+def _rate_limit_cache_failures() -> Iterator[None]:
+    """Turn a failure of the rate limit's cache into :class:`RateLimitUnavailable`."""
+    try:
+        yield
+    except (LexofficeError, ratelimit.CacheLockBusy):
         raise
     except Exception as exc:
         # Redis refused, timed out, or any other cache failure.

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -40,7 +41,7 @@ from .exceptions import (
     ReauthorizationRequired,
     TransientRefreshError,
 )
-from .http import post_form, revoke_token, take_slots
+from .http import post_form, refresh_claim, revoke_token, take_slots
 from .isolation import lock_timeout, run_committed
 from .models import LexofficeConnection
 from .redaction import describe_response, error_code
@@ -170,8 +171,6 @@ def refresh(
     margin = lexoffice_settings.REFRESH_MARGIN if margin is None else margin
     seen = _seen_state(connection)
     wanted = force or retry_now or _caller_sees_need(connection, margin)
-    if wanted:
-        take_slots()  # before the row lock: never hold a lock while waiting for a slot
 
     def locked_refresh() -> tuple[RefreshResult, LexofficeError | None]:
         return _refresh_locked(
@@ -184,7 +183,15 @@ def refresh(
             retry_now=retry_now,
         )
 
-    result, failure = run_committed(locked_refresh)
+    # A batch worker (skip_locked) spends a rate-limit slot only on a row no other worker
+    # is refreshing and nobody refreshed since it read the row.
+    batch = skip_locked and wanted and connection.pk is not None
+    with refresh_claim(connection.pk) if batch else nullcontext(True) as claimed:
+        if not claimed or (batch and _refreshed_meanwhile(connection, seen)):
+            return RefreshResult(RefreshOutcome.SKIPPED, connection)
+        if wanted:
+            take_slots()  # before the row lock: never hold a lock while waiting for a slot
+        result, failure = run_committed(locked_refresh)
     _copy_state(result.connection, connection)
     if failure is not None:
         # Raised after the transaction, so the recorded failure is committed, not rolled back.
@@ -224,6 +231,17 @@ def _refreshed_since(current: LexofficeConnection, seen: _Seen | None) -> bool:
     if seen.access_token is not None:
         return current.access_token != seen.access_token
     return seen.loaded and current.last_refreshed_at != seen.last_refreshed_at
+
+
+def _refreshed_meanwhile(connection: LexofficeConnection, seen: _Seen | None) -> bool:
+    """Whether the row's last refresh moved on since the caller read it: a read without the
+    lock, for a batch worker deciding whether to take a slot (the check under the lock
+    still decides what is sent)."""
+    if seen is None or not seen.loaded:
+        return False
+    rows = LexofficeConnection.objects.filter(pk=connection.pk)
+    current = list(rows.values_list("last_refreshed_at", flat=True))
+    return bool(current) and current[0] != seen.last_refreshed_at
 
 
 def _caller_sees_need(connection: LexofficeConnection, margin: float) -> bool:

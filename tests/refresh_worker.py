@@ -8,15 +8,19 @@ the parent's ``go-N`` file, then act on connection PK and write the outcome to
 * ``force``: ``tokens.refresh(force=True)`` of a copy loaded *before* the go signal, as
   a client does after a 401 with the token it sent;
 * ``view``: a GET of a view that calls the API through ``LexofficeClient`` and then
-  fails, in a site with ``ATOMIC_REQUESTS = True`` (the outcome is the HTTP status).
+  fails, in a site with ``ATOMIC_REQUESTS = True`` (the outcome is the HTTP status);
+* ``batch``: ``batch.refresh_due_connections()`` over every due connection (PK is ignored);
+  the outcome is JSON: ``refreshed`` and ``slots`` (rate-limit slots the run took).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import django
 
@@ -27,7 +31,7 @@ def main() -> int:
     from django.db import connection as db_connection
     from django.test import Client
 
-    from django_lexoffice import tokens
+    from django_lexoffice import batch, tokens
     from django_lexoffice.exceptions import LexofficeError
     from django_lexoffice.models import LexofficeConnection
 
@@ -51,7 +55,9 @@ def main() -> int:
                 (signal_dir / f"loaded-{round_number}-{os.getpid()}").write_text("loaded")
             time.sleep(0.001)
         try:
-            if mode == "view":
+            if mode == "batch":
+                outcome = run_batch(batch, tokens)
+            elif mode == "view":
                 response = Client(raise_request_exception=False).get(f"/test/api-then-fail/{pk}/")
                 outcome = str(response.status_code)
             elif mode == "force":
@@ -66,6 +72,23 @@ def main() -> int:
         partial.write_text(outcome)
         partial.rename(signal_dir / f"done-{round_number}-{os.getpid()}")
     return 0
+
+
+def run_batch(batch: Any, tokens: Any) -> str:
+    """One refresh run, counting the rate-limit slots it takes."""
+    slots = []
+    take_slots = tokens.take_slots
+
+    def counted(count: int = 1, **kwargs: Any) -> float:
+        slots.append(count)
+        return float(take_slots(count, **kwargs))
+
+    tokens.take_slots = counted
+    try:
+        summary = batch.refresh_due_connections()
+    finally:
+        tokens.take_slots = take_slots
+    return json.dumps({"refreshed": summary.refreshed, "slots": sum(slots)})
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ would break the connection, exactly like Lexware.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -82,7 +83,7 @@ def wait_for(paths_glob: str, directory: Path, count: int, timeout: float = 60) 
     raise AssertionError(f"timed out waiting for {count} x {paths_glob} in {directory}")
 
 
-def start_workers(connection, live_server, tmp_path, mode, rounds=1):
+def start_workers(connection, live_server, tmp_path, mode, rounds=1, env=None):
     """WORKERS processes of ``tests.refresh_worker`` in ``mode`` (see its docstring)."""
     return [
         subprocess.Popen(
@@ -95,7 +96,7 @@ def start_workers(connection, live_server, tmp_path, mode, rounds=1):
                 str(tmp_path),
                 mode,
             ],
-            env=worker_env(live_server),
+            env=env or worker_env(live_server),
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -177,6 +178,31 @@ def test_sec14_overlapping_command_runs_refresh_each_connection_once(
         for out, _ in results
     ]
     assert all(count > 0 for count in per_run), per_run
+    for connection in connections:
+        connection.refresh_from_db()
+        assert fake.is_refresh_token_valid(connection.refresh_token)
+
+
+def test_overlapping_batch_workers_spend_one_rate_limit_slot_per_refresh(
+    transactional_db, live_server, fake, django_user_model, tmp_path, redis_url
+):
+    """Four batch runs over the same due rows, sharing Redis as a deploy does: every slot
+    they take goes to a refresh Lexware sees. (Without the refresh claim and the re-read,
+    each worker took a slot for a row and all but one then skipped it under the row lock:
+    four workers reached a quarter of the rate.)"""
+    connections = [
+        granted_connection(fake, django_user_model.objects.create_user(f"b{i}")) for i in range(24)
+    ]
+    env = {**worker_env(live_server), "LEXOFFICE_WORKER_REDIS_URL": redis_url}
+    processes = start_workers(connections[0], live_server, tmp_path, "batch", env=env)
+    try:
+        wait_for("ready-*", tmp_path, WORKERS)
+        (tmp_path / "go-0").write_text("go")
+        done = [json.loads(path.read_text()) for path in wait_for("done-0-*", tmp_path, WORKERS)]
+    finally:
+        finish(processes)
+    assert sum(run["refreshed"] for run in done) == len(connections) == fake.count("refresh")
+    assert sum(run["slots"] for run in done) == len(connections), done
     for connection in connections:
         connection.refresh_from_db()
         assert fake.is_refresh_token_valid(connection.refresh_token)

@@ -15,11 +15,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import responses
+from django.core.cache import caches
 from django.db import DatabaseError, transaction
 from django.test import override_settings
 from django.utils import timezone
 
-from django_lexoffice import signals, tokens
+from django_lexoffice import batch, http, signals, tokens
 from django_lexoffice.client import LexofficeClient
 from django_lexoffice.exceptions import (
     ClientConfigurationError,
@@ -284,6 +285,85 @@ def test_cache_outage_raises_a_clear_error_and_sends_nothing(rsps, expiring):
         client.get("/v1/profile")
     assert len(rsps.calls) == 0
     assert reload(expiring).refresh_token == REFRESH_TOKEN
+
+
+# -- batch workers: a slot only for a refresh that will be sent ------------------------------
+
+
+def as_a_batch_run_reads_it(connection):
+    """The row as ``batch.iter_due`` loads it: no tokens, the fields that decide "due"."""
+    return LexofficeConnection.objects.only(*batch._ROW_FIELDS).get(pk=connection.pk)
+
+
+@pytest.fixture
+def slots(monkeypatch):
+    """The rate-limit slots tokens.refresh takes."""
+    taken = []
+    monkeypatch.setattr(tokens, "take_slots", lambda count=1: taken.append(count) or 0.0)
+    return taken
+
+
+def test_a_batch_worker_skips_a_row_another_worker_is_refreshing_without_a_slot(
+    rsps, expiring, slots
+):
+    with http.refresh_claim(expiring.pk) as claimed:  # another worker, mid-refresh
+        assert claimed
+        result = tokens.attempt_refresh(as_a_batch_run_reads_it(expiring), skip_locked=True)
+    assert result.outcome is RefreshOutcome.SKIPPED
+    assert slots == [] and len(rsps.calls) == 0
+    assert reload(expiring).refresh_token == REFRESH_TOKEN
+
+
+def test_a_batch_worker_skips_a_row_refreshed_since_it_read_it_without_a_slot(
+    rsps, expiring, slots
+):
+    stale = as_a_batch_run_reads_it(expiring)
+    add_refresh(rsps)
+    assert tokens.refresh(reload(expiring), force=True).refreshed  # another worker, done
+    result = tokens.attempt_refresh(stale, skip_locked=True)
+    assert result.outcome is RefreshOutcome.SKIPPED
+    assert slots == [1] and len(rsps.calls) == 1  # the other worker's slot and request only
+
+
+def test_a_batch_worker_releases_its_claim_whatever_the_refresh_did(rsps, expiring, slots):
+    add_refresh(rsps, status=503)
+    failed = tokens.attempt_refresh(as_a_batch_run_reads_it(expiring), skip_locked=True)
+    assert failed.outcome is RefreshOutcome.TRANSIENT_FAILURE
+    add_refresh(rsps)
+    refreshed = tokens.attempt_refresh(
+        as_a_batch_run_reads_it(expiring), skip_locked=True, retry_now=True
+    )
+    assert refreshed.outcome is RefreshOutcome.REFRESHED
+    with http.refresh_claim(expiring.pk) as claimed:
+        assert claimed
+    assert slots == [1, 1]
+
+
+def test_a_claim_that_cannot_be_released_runs_out_and_the_refresh_stands(
+    rsps, expiring, monkeypatch, caplog
+):
+    add_refresh(rsps)
+    cache = caches["default"]
+    original = cache.delete
+
+    def failing_delete(key, *args, **kwargs):
+        if key.startswith("lexoffice:refresh-claim:"):
+            raise ConnectionError("redis went away")
+        return original(key, *args, **kwargs)
+
+    monkeypatch.setattr(cache, "delete", failing_delete)
+    with caplog.at_level(logging.WARNING, logger="django_lexoffice.http"):
+        result = tokens.attempt_refresh(as_a_batch_run_reads_it(expiring), skip_locked=True)
+    assert result.outcome is RefreshOutcome.REFRESHED
+    assert f"refresh claim of lexoffice connection {expiring.pk}" in caplog.text
+
+
+@override_settings(CACHES=BROKEN_CACHE, LEXOFFICE_RATE_LIMIT_CACHE="broken")
+def test_cache_outage_stops_a_batch_refresh_before_anything_is_sent(rsps, expiring):
+    result = tokens.attempt_refresh(as_a_batch_run_reads_it(expiring), skip_locked=True)
+    assert result.outcome is RefreshOutcome.RATE_LIMITED
+    assert "LEXOFFICE_RATE_LIMIT_CACHE='broken'" in result.detail
+    assert len(rsps.calls) == 0
 
 
 @override_settings(CACHES=BROKEN_CACHE, LEXOFFICE_RATE_LIMIT_CACHE="broken")
