@@ -77,8 +77,9 @@ def take_slots(count: int = 1, *, bucket: Any = None) -> float:
 
 
 #: How long a batch worker's claim on a refresh lasts at most: longer than a slot's wait and
-#: the token request together, so only a crashed worker's claim runs out.
-REFRESH_CLAIM_TIMEOUT = 300
+#: the token request together at their defaults (30 s and 5 + 30 s), so only a crashed
+#: worker's claim runs out; short enough that its row is due again well within the margin.
+REFRESH_CLAIM_TIMEOUT = 120
 
 
 @contextmanager

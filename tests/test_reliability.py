@@ -356,6 +356,10 @@ def test_a_claim_that_cannot_be_released_runs_out_and_the_refresh_stands(
         result = tokens.attempt_refresh(as_a_batch_run_reads_it(expiring), skip_locked=True)
     assert result.outcome is RefreshOutcome.REFRESHED
     assert f"refresh claim of lexoffice connection {expiring.pk}" in caplog.text
+    monkeypatch.undo()
+    key = f"lexoffice:refresh-claim:{expiring.pk}"
+    assert cache.get(key) is not None  # held until it runs out ...
+    cache.delete(key)  # ... which later tests with the same pk must not wait for
 
 
 @override_settings(CACHES=BROKEN_CACHE, LEXOFFICE_RATE_LIMIT_CACHE="broken")
