@@ -9,10 +9,12 @@ import shutil
 import socket
 from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
+from io import StringIO
 from typing import Any
 
 import pytest
 import responses
+from django.core.management import CommandError, call_command
 from django.dispatch import Signal
 from django.utils import timezone
 
@@ -110,6 +112,17 @@ def capture_signal() -> Iterator[Callable[[Signal], list[dict[str, Any]]]]:
     yield capture
     for signal, uid in connected:
         signal.disconnect(dispatch_uid=uid)
+
+
+def run_command(name: str, *args: str) -> tuple[str, str, int]:
+    """Run management command ``name``: its stdout, its stderr (with ``CommandError: ...``
+    appended when it fails, as ``manage.py`` prints it) and its exit status."""
+    out, err = StringIO(), StringIO()
+    try:
+        call_command(name, *args, stdout=out, stderr=err)
+    except CommandError as exc:
+        return out.getvalue(), err.getvalue() + f"CommandError: {exc}\n", exc.returncode
+    return out.getvalue(), err.getvalue(), 0
 
 
 def assert_no_token(text: str, secrets: Iterable[str] = (), where: str = "text") -> None:

@@ -4,30 +4,23 @@ stdout, stderr and exit status asserted together."""
 from __future__ import annotations
 
 from datetime import timedelta
-from io import StringIO
 
 import pytest
 import requests
 import responses
-from django.core.management import CommandError, call_command
 from django.db import connection as db_connection
 from django.utils import timezone
 
 from django_lexoffice.models import LexofficeConnection
 
-from .conftest import ACCESS_TOKEN, REFRESH_TOKEN
+from .conftest import ACCESS_TOKEN, REFRESH_TOKEN, run_command
 from .lexware_responses import TOKEN_URL, add_refresh, form, token_response
 
 pytestmark = pytest.mark.django_db
 
 
 def run(*args: str) -> tuple[str, str, int]:
-    out, err = StringIO(), StringIO()
-    try:
-        call_command("refresh_lexoffice_tokens", *args, stdout=out, stderr=err)
-    except CommandError as exc:
-        return out.getvalue(), err.getvalue() + f"CommandError: {exc}\n", exc.returncode
-    return out.getvalue(), err.getvalue(), 0
+    return run_command("refresh_lexoffice_tokens", *args)
 
 
 def in_(seconds):
@@ -226,10 +219,8 @@ def test_progress_bar_only_on_a_terminal(rsps, make_connection, monkeypatch):
     assert command._progress_bar(1) is None
 
 
-def run_reencrypt(*args):
-    out = StringIO()
-    call_command("reencrypt_lexoffice_tokens", *args, stdout=out)
-    return out.getvalue()
+def run_reencrypt(*args: str) -> tuple[str, str, int]:
+    return run_command("reencrypt_lexoffice_tokens", *args)
 
 
 def raw_tokens(pk):
@@ -250,9 +241,13 @@ def test_reencrypt_rewrites_every_row_with_the_first_key(make_connection, settin
     before = raw_tokens(connection.pk)
     new_key = Fernet.generate_key().decode()
     settings.FIELD_ENCRYPTION_KEY = [new_key, old_key]  # a key-list deploy
-    assert run_reencrypt("--dry-run") == "Would re-encrypt 1 connection; every row decrypts.\n"
+    assert run_reencrypt("--dry-run") == (
+        "Would re-encrypt 1 connection; every row decrypts.\n",
+        "",
+        0,
+    )
     assert raw_tokens(connection.pk) == before
-    assert run_reencrypt() == "Re-encrypted 1 connection with the newest key.\n"
+    assert run_reencrypt() == ("Re-encrypted 1 connection with the newest key.\n", "", 0)
     after = raw_tokens(connection.pk)
     assert after != before
     assert Fernet(new_key).decrypt(after[1].encode()).decode() == REFRESH_TOKEN
@@ -265,8 +260,8 @@ def test_reencrypt_reports_rows_it_cannot_decrypt(make_connection, settings):
 
     make_connection()
     settings.FIELD_ENCRYPTION_KEY = Fernet.generate_key().decode()
-    with pytest.raises(CommandError, match="Cannot decrypt LexofficeConnection"):
-        run_reencrypt()
+    _, err, code = run_reencrypt()
+    assert code == 1 and "CommandError: Cannot decrypt LexofficeConnection" in err
 
 
 def test_network_errors_are_reported_without_tokens(rsps, make_connection):

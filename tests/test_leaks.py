@@ -19,6 +19,8 @@ from django_lexoffice import tokens
 from django_lexoffice.exceptions import LexofficeError
 from django_lexoffice.models import LexofficeConnection
 
+from .conftest import run_command
+
 pytestmark = pytest.mark.django_db
 
 CLIENT_SECRET = "test-client-secret-0123456789"
@@ -82,15 +84,14 @@ def test_sec12_whole_lifecycle_at_debug_logs_no_secret(client, fake_lexware, deb
     connection.expires_at = timezone.now()
     connection.next_attempt_at = None
     connection.save()
-    out, err = StringIO(), StringIO()
-    call_command("refresh_lexoffice_tokens", "-v", "3", stdout=out, stderr=err)
+    out, err, _ = run_command("refresh_lexoffice_tokens", "-v", "3")
     connection.refresh_from_db()
     secrets += [connection.access_token, connection.refresh_token]
     page = client.get("/lexoffice/connections/").content.decode()
     fake_lexware.inject("revoke", "server_error")
     tokens.revoke(connection)
     connection.refresh_from_db()
-    text = debug_logs.getvalue() + out.getvalue() + err.getvalue() + page
+    text = debug_logs.getvalue() + out + err + page
     text += connection.last_error + str(connection) + repr(connection)
     assert "lexoffice" in debug_logs.getvalue()  # the capture really captured something
     assert_clean(text, secrets)

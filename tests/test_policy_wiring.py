@@ -4,12 +4,10 @@ API client, the Celery task, subscription sync, the admin and the system checks.
 from __future__ import annotations
 
 from datetime import timedelta
-from io import StringIO
 from typing import Any
 
 import pytest
 import responses
-from django.core.management import call_command
 from django.test import override_settings
 from django.urls import reverse
 from django.utils import timezone
@@ -20,6 +18,7 @@ from django_lexoffice.client import LexofficeClient
 from django_lexoffice.models import LexofficeConnection
 from django_lexoffice.ratelimit import Lane
 
+from .conftest import run_command
 from .lexware_responses import TOKEN_URL, add_refresh
 
 pytestmark = pytest.mark.django_db
@@ -27,12 +26,7 @@ API = "https://api.lexware.io"
 
 
 def run(*args: str) -> tuple[str, str, int]:
-    out, err = StringIO(), StringIO()
-    try:
-        call_command("refresh_lexoffice_tokens", *args, stdout=out, stderr=err)
-    except SystemExit as exc:  # pragma: no cover - CommandError exits with its code
-        return out.getvalue(), err.getvalue(), int(exc.code or 0)
-    return out.getvalue(), err.getvalue(), 0
+    return run_command("refresh_lexoffice_tokens", *args)
 
 
 def ago(**kwargs: Any) -> Any:

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from io import StringIO
 
 import pytest
-from django.core.management import call_command
 from django.urls import reverse
 from django.utils import timezone
 
 from django_lexoffice import renewal, signals
 from django_lexoffice.models import LexofficeConnection
 
+from .conftest import run_command
 from .webhook_helpers import needs_celery
 
 pytestmark = pytest.mark.django_db
@@ -71,19 +70,17 @@ def test_no_reminders_when_the_lifetime_is_off_or_the_connection_is_not_active(
 
 def test_refresh_command_sends_and_reports_the_reminders(make_connection, reminders):
     aged(make_connection, 720, expires_at=timezone.now() + timedelta(hours=4))
-    out = StringIO()
-    call_command("refresh_lexoffice_tokens", "-v", "2", stdout=out)
-    assert "authorization ends on" in out.getvalue()
-    assert "1 connection must be connected again soon" in out.getvalue()
+    out, _, _ = run_command("refresh_lexoffice_tokens", "-v", "2")
+    assert "authorization ends on" in out
+    assert "1 connection must be connected again soon" in out
     assert len(reminders) == 1
-    out = StringIO()
-    call_command("refresh_lexoffice_tokens", stdout=out)
-    assert out.getvalue() == "No connections need refreshing.\n" and len(reminders) == 1
+    out, _, code = run_command("refresh_lexoffice_tokens")
+    assert (out, code) == ("No connections need refreshing.\n", 0) and len(reminders) == 1
 
 
 def test_dry_run_sends_no_reminder(make_connection, reminders):
     aged(make_connection, 720)
-    call_command("refresh_lexoffice_tokens", "--dry-run", stdout=StringIO())
+    assert run_command("refresh_lexoffice_tokens", "--dry-run")[2] == 0
     assert reminders == []
 
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from io import StringIO
 from unittest import mock
 
 import pytest
 import requests
 from django.contrib.admin.models import LogEntry
-from django.core.management import CommandError, call_command
 
 from django_lexoffice import subscriptions
 from django_lexoffice.exceptions import NoResponse
@@ -16,6 +14,7 @@ from django_lexoffice.models import LexofficeConnection, LexofficeSubscription
 from django_lexoffice.signals import connection_revoked
 from django_lexoffice.testing import webhooks as fake_webhooks
 
+from .conftest import run_command
 from .test_flow import connect
 from .webhook_helpers import needs_celery
 
@@ -45,12 +44,7 @@ def login(client, fake_lexware, django_capture_on_commit_callbacks):
 
 
 def run(*args: str) -> tuple[str, str, int]:
-    out, err = StringIO(), StringIO()
-    try:
-        call_command("sync_lexoffice_subscriptions", *args, stdout=out, stderr=err)
-    except CommandError as exc:
-        return out.getvalue(), err.getvalue() + str(exc), exc.returncode
-    return out.getvalue(), err.getvalue(), 0
+    return run_command("sync_lexoffice_subscriptions", *args)
 
 
 # -- subscribing at login --------------------------------------------------------------------
