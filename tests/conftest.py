@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import responses
 from django.core.management import CommandError, call_command
+from django.db import connection as db_connection
 from django.dispatch import Signal
 from django.utils import timezone
 
@@ -112,6 +113,16 @@ def capture_signal() -> Iterator[Callable[[Signal], list[dict[str, Any]]]]:
     yield capture
     for signal, uid in connected:
         signal.disconnect(dispatch_uid=uid)
+
+
+def raw_token_columns(pk: int) -> tuple[str, str] | None:
+    """The stored (encrypted) ``access_token`` and ``refresh_token`` columns of a connection,
+    read with SQL, past the model's decryption; ``None`` when the row is gone."""
+    table = LexofficeConnection._meta.db_table
+    with db_connection.cursor() as cursor:
+        cursor.execute(f"SELECT access_token, refresh_token FROM {table} WHERE id = %s", [pk])
+        row = cursor.fetchone()
+    return None if row is None else (row[0], row[1])
 
 
 def run_command(name: str, *args: str) -> tuple[str, str, int]:

@@ -29,7 +29,7 @@ from social_django.models import UserSocialAuth
 from django_lexoffice.admin import expiry_in_words
 from django_lexoffice.conf import settings as lexoffice_settings
 from django_lexoffice.models import TOKEN_FIELDS, LexofficeConnection
-from tests.conftest import ACCESS_TOKEN, REFRESH_TOKEN, assert_no_token
+from tests.conftest import ACCESS_TOKEN, REFRESH_TOKEN, assert_no_token, raw_token_columns
 from tests.lexware_responses import token_response as lexware_token_response
 
 pytestmark = pytest.mark.django_db
@@ -88,16 +88,8 @@ def change_url(obj: Any, view: str = "change") -> str:
 def token_secrets(*connections: LexofficeConnection) -> list[str]:
     """Every plaintext token the tests use, plus the rows' raw (encrypted) column values."""
     secrets = [ACCESS_TOKEN, REFRESH_TOKEN, NEW_ACCESS_TOKEN, NEW_REFRESH_TOKEN]
-    table = LexofficeConnection._meta.db_table
-    with db_connection.cursor() as cursor:
-        for connection in connections:
-            cursor.execute(
-                f"SELECT access_token, refresh_token FROM {table} WHERE id = %s",
-                [connection.pk],
-            )
-            row = cursor.fetchone()
-            if row:
-                secrets.extend(value for value in row if value)
+    for connection in connections:
+        secrets.extend(value for value in raw_token_columns(connection.pk) or () if value)
     return secrets
 
 

@@ -8,12 +8,11 @@ from datetime import timedelta
 import pytest
 import requests
 import responses
-from django.db import connection as db_connection
 from django.utils import timezone
 
 from django_lexoffice.models import LexofficeConnection
 
-from .conftest import ACCESS_TOKEN, REFRESH_TOKEN, run_command
+from .conftest import ACCESS_TOKEN, REFRESH_TOKEN, raw_token_columns, run_command
 from .lexware_responses import TOKEN_URL, add_refresh, form, token_response
 
 pytestmark = pytest.mark.django_db
@@ -223,22 +222,12 @@ def run_reencrypt(*args: str) -> tuple[str, str, int]:
     return run_command("reencrypt_lexoffice_tokens", *args)
 
 
-def raw_tokens(pk):
-    with db_connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT access_token, refresh_token FROM django_lexoffice_lexofficeconnection "
-            "WHERE id = %s",
-            [pk],
-        )
-        return cursor.fetchone()
-
-
 def test_reencrypt_rewrites_every_row_with_the_first_key(make_connection, settings):
     from cryptography.fernet import Fernet
 
     old_key = settings.FIELD_ENCRYPTION_KEY
     connection = make_connection()
-    before = raw_tokens(connection.pk)
+    before = raw_token_columns(connection.pk)
     new_key = Fernet.generate_key().decode()
     settings.FIELD_ENCRYPTION_KEY = [new_key, old_key]  # a key-list deploy
     assert run_reencrypt("--dry-run") == (
@@ -246,9 +235,9 @@ def test_reencrypt_rewrites_every_row_with_the_first_key(make_connection, settin
         "",
         0,
     )
-    assert raw_tokens(connection.pk) == before
+    assert raw_token_columns(connection.pk) == before
     assert run_reencrypt() == ("Re-encrypted 1 connection with the newest key.\n", "", 0)
-    after = raw_tokens(connection.pk)
+    after = raw_token_columns(connection.pk)
     assert after != before
     assert Fernet(new_key).decrypt(after[1].encode()).decode() == REFRESH_TOKEN
     settings.FIELD_ENCRYPTION_KEY = [new_key]  # old key removed

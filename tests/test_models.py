@@ -14,24 +14,14 @@ from django.utils import timezone
 from django_lexoffice.exceptions import TokenDecryptionError, UnsafeTokenWriteError
 from django_lexoffice.models import LexofficeConnection
 
-from .conftest import ACCESS_TOKEN, REFRESH_TOKEN
+from .conftest import ACCESS_TOKEN, REFRESH_TOKEN, raw_token_columns
 
 pytestmark = pytest.mark.django_db
 
 
-def raw_row(pk: int) -> tuple[str, str]:
-    with db_connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT access_token, refresh_token FROM django_lexoffice_lexofficeconnection "
-            "WHERE id = %s",
-            [pk],
-        )
-        return cursor.fetchone()
-
-
 def test_sec11_tokens_are_encrypted_in_the_raw_column(make_connection):
     connection = make_connection()
-    access, refresh = raw_row(connection.pk)
+    access, refresh = raw_token_columns(connection.pk)
     assert ACCESS_TOKEN not in access and REFRESH_TOKEN not in refresh
     assert access.startswith("gAAAA") and refresh.startswith("gAAAA")  # Fernet tokens
     fresh = LexofficeConnection.objects.get(pk=connection.pk)
@@ -132,7 +122,7 @@ def test_using_a_token_with_a_missing_or_invalid_key_names_the_setting(settings,
 
 def test_an_empty_token_is_stored_as_an_empty_column(make_connection):
     connection = make_connection(access_token="")
-    access, refresh = raw_row(connection.pk)
+    access, refresh = raw_token_columns(connection.pk)
     assert access == "" and refresh.startswith("gAAAA")
     assert LexofficeConnection.objects.get(pk=connection.pk).access_token == ""
 
