@@ -60,17 +60,9 @@ def worker_env(live_server) -> dict[str, str]:
     }
 
 
-def granted_connection(fake, user, organization_id="aa93e8a8-2aa3-470b-b914-caad8a255dd8"):
-    grant = fake.issue_tokens(
-        "test-client-id", organization_id=organization_id, scopes=["profile.read"]
-    )
-    return LexofficeConnection.objects.create(
-        user=user,
-        organization_id=organization_id,
-        access_token=grant["access_token"],
-        refresh_token=grant["refresh_token"],
-        expires_at=timezone.now() + timedelta(seconds=10),
-    )
+def granted_connection(fake, user):
+    """``user``'s connection holding a live grant, due for a refresh (expiring in 10 s)."""
+    return fake.connect(user, scopes=["profile.read"], expires_in=10)
 
 
 def wait_for(paths_glob: str, directory: Path, count: int, timeout: float = 60) -> list[Path]:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
-from django.utils import timezone
 
 from django_lexoffice import tokens
 from django_lexoffice.exceptions import ReauthorizationRequired, TransientRefreshError
@@ -16,14 +13,8 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def connection(fake_lexware, user):
-    grant = fake_lexware.issue_tokens("test-client-id", scopes=["profile.read"])
-    return LexofficeConnection.objects.create(
-        user=user,
-        organization_id="aa93e8a8-2aa3-470b-b914-caad8a255dd8",
-        access_token=grant["access_token"],
-        refresh_token=grant["refresh_token"],
-        expires_at=timezone.now() + timedelta(seconds=10),
-    )
+    """A connection holding a live grant, due for a refresh (expiring in 10 s)."""
+    return fake_lexware.connect(user, scopes=["profile.read"], expires_in=10)
 
 
 def test_sec14_refresh_rotates_and_the_old_refresh_token_dies(fake_lexware, connection):

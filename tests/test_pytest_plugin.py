@@ -71,6 +71,26 @@ def test_lexoffice_connection_holds_a_live_grant(
     assert not fake_lexware.is_refresh_token_valid(refresh_token)
 
 
+def test_connect_stores_another_company_due_for_a_refresh(
+    fake_lexware: FakeLexware, django_user_model: Any
+) -> None:
+    user = django_user_model.objects.create_user("anna")
+    connection = fake_lexware.connect(
+        user, company="Anna Weber Grafikdesign", scopes=["profile.read"], expires_in=10
+    )
+    assert (connection.user, connection.company_name) == (user, "Anna Weber Grafikdesign")
+    assert connection.lexoffice_user_email == "anna.weber@weber-design.example"
+    assert connection.scopes == ["profile.read"] and connection.needs_refresh()
+    assert tokens.refresh(connection).refreshed
+    profile = LexofficeClient(connection).get("/v1/profile").json()
+    assert (profile["connectionId"], profile["companyName"]) == (
+        connection.connection_id,
+        "Anna Weber Grafikdesign",
+    )
+    with pytest.raises(FakeLexwareError, match="unknown company"):
+        fake_lexware.connect(user, company="Nobody GmbH")
+
+
 @pytest.mark.django_db
 def test_activate_registers_the_configured_client(client: Client) -> None:
     with FakeLexware.activate() as fake:

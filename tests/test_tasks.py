@@ -29,14 +29,8 @@ def eager():
 
 
 def granted(fake, user, seconds=10):
-    grant = fake.issue_tokens("test-client-id", scopes=["profile.read"])
-    return LexofficeConnection.objects.create(
-        user=user,
-        organization_id="aa93e8a8-2aa3-470b-b914-caad8a255dd8",
-        access_token=grant["access_token"],
-        refresh_token=grant["refresh_token"],
-        expires_at=timezone.now() + timedelta(seconds=seconds),
-    )
+    """``user``'s connection holding a live grant, expiring in ``seconds``."""
+    return fake.connect(user, scopes=["profile.read"], expires_in=seconds)
 
 
 @pytest.mark.django_db

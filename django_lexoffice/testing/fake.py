@@ -12,12 +12,14 @@ import functools
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import requests
 from django.test import RequestFactory
 from django.urls import URLPattern, URLResolver
+from django.utils import timezone
 
 from django_lexoffice.conf import settings as lexoffice_settings
 
@@ -27,6 +29,8 @@ from .webhooks import FakeWebhooks
 
 if TYPE_CHECKING:
     import responses
+
+    from django_lexoffice.models import LexofficeConnection
 
 _SKIPPED_HEADERS = {"content-type", "content-length", "host"}
 
@@ -101,6 +105,44 @@ class FakeLexware(FakeWebhooks):
                 secret=lexoffice_settings.CLIENT_SECRET,
                 redirect_uris=redirect_uris or default_redirect_uris(),
             )
+
+    def connect(
+        self,
+        user: Any,
+        *,
+        company: str | None = None,
+        scopes: list[str] | None = None,
+        expires_in: float | None = None,
+    ) -> LexofficeConnection:
+        """``user``'s stored connection to ``company`` (default "Testfirma GmbH"), holding a
+        grant the fake issued to the configured client, as a completed login leaves it.
+
+        ``scopes`` default to ``LEXOFFICE_SCOPES``. ``expires_in`` (seconds) replaces the
+        access token's stored expiry, e.g. to make the connection due for a refresh.
+        """
+        # Imported here: test modules and conftest files may import the fake before Django's
+        # apps are ready.
+        from django_lexoffice.models import LexofficeConnection
+
+        found = self.find_company(company)
+        scopes = list(lexoffice_settings.SCOPES) if scopes is None else scopes
+        issued = self.issue_tokens(
+            lexoffice_settings.CLIENT_ID, organization_id=found["organization_id"], scopes=scopes
+        )
+        lifetime = issued["expires_in"] if expires_in is None else expires_in
+        return LexofficeConnection.objects.create(
+            user=user,
+            organization_id=found["organization_id"],
+            connection_id=self.connection_id_for(issued["access_token"]) or "",
+            company_name=found["company_name"],
+            lexoffice_user_id=found["user_id"],
+            lexoffice_user_name=found["user_name"],
+            lexoffice_user_email=found["user_email"],
+            scopes=scopes,
+            access_token=issued["access_token"],
+            refresh_token=issued["refresh_token"],
+            expires_at=timezone.now() + timedelta(seconds=lifetime),
+        )
 
     @contextmanager
     def mock(
