@@ -62,7 +62,7 @@ def worker_env(live_server) -> dict[str, str]:
 
 def granted_connection(fake, user):
     """``user``'s connection holding a live grant, due for a refresh (expiring in 10 s)."""
-    return fake.connect(user, scopes=["profile.read"], expires_in=10)
+    return fake.connect(user, expires_in=10)
 
 
 def wait_for(paths_glob: str, directory: Path, count: int, timeout: float = 60) -> list[Path]:

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def connection(fake_lexware, user):
     """A connection holding a live grant, due for a refresh (expiring in 10 s)."""
-    return fake_lexware.connect(user, scopes=["profile.read"], expires_in=10)
+    return fake_lexware.connect(user, expires_in=10)
 
 
 def test_sec14_refresh_rotates_and_the_old_refresh_token_dies(fake_lexware, connection):

@@ -17,6 +17,7 @@ from django.urls import reverse
 
 from django_lexoffice import tokens
 from django_lexoffice.client import LexofficeClient
+from django_lexoffice.conf import settings as lexoffice_settings
 from django_lexoffice.testing import AuthorizeErrorPage, FakeLexware, FakeLexwareError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,12 +76,10 @@ def test_connect_stores_another_company_due_for_a_refresh(
     fake_lexware: FakeLexware, django_user_model: Any
 ) -> None:
     user = django_user_model.objects.create_user("anna")
-    connection = fake_lexware.connect(
-        user, company="Anna Weber Grafikdesign", scopes=["profile.read"], expires_in=10
-    )
+    connection = fake_lexware.connect(user, company="Anna Weber Grafikdesign", expires_in=10)
     assert (connection.user, connection.company_name) == (user, "Anna Weber Grafikdesign")
     assert connection.lexoffice_user_email == "anna.weber@weber-design.example"
-    assert connection.scopes == ["profile.read"] and connection.needs_refresh()
+    assert connection.scopes == list(lexoffice_settings.SCOPES) and connection.needs_refresh()
     assert tokens.refresh(connection).refreshed
     profile = LexofficeClient(connection).get("/v1/profile").json()
     assert (profile["connectionId"], profile["companyName"]) == (

@@ -30,7 +30,7 @@ def eager():
 
 def granted(fake, user, seconds=10):
     """``user``'s connection holding a live grant, expiring in ``seconds``."""
-    return fake.connect(user, scopes=["profile.read"], expires_in=seconds)
+    return fake.connect(user, expires_in=seconds)
 
 
 @pytest.mark.django_db

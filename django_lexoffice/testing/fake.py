@@ -107,25 +107,19 @@ class FakeLexware(FakeWebhooks):
             )
 
     def connect(
-        self,
-        user: Any,
-        *,
-        company: str | None = None,
-        scopes: list[str] | None = None,
-        expires_in: float | None = None,
+        self, user: Any, *, company: str | None = None, expires_in: float | None = None
     ) -> LexofficeConnection:
         """``user``'s stored connection to ``company`` (default "Testfirma GmbH"), holding a
-        grant the fake issued to the configured client, as a completed login leaves it.
-
-        ``scopes`` default to ``LEXOFFICE_SCOPES``. ``expires_in`` (seconds) replaces the
-        access token's stored expiry, e.g. to make the connection due for a refresh.
+        grant the fake issued to the configured client for ``LEXOFFICE_SCOPES``, as a
+        completed login leaves it. ``expires_in`` (seconds) replaces the access token's stored
+        expiry, e.g. to make the connection due for a refresh.
         """
         # Imported here: test modules and conftest files may import the fake before Django's
         # apps are ready.
         from django_lexoffice.models import LexofficeConnection
 
         found = self.find_company(company)
-        scopes = list(lexoffice_settings.SCOPES) if scopes is None else scopes
+        scopes = list(lexoffice_settings.SCOPES)
         issued = self.issue_tokens(
             lexoffice_settings.CLIENT_ID, organization_id=found["organization_id"], scopes=scopes
         )
