@@ -127,6 +127,12 @@ def waiting_for_retry(selection: Selection = EVERY_DUE) -> Any:
     return selection.narrow(queryset).order_by("next_attempt_at", "pk")
 
 
+def load_row(pk: int) -> LexofficeConnection | None:
+    """Connection ``pk`` with the fields a refresh decision reads (its tokens stay encrypted
+    until needed), or ``None`` when it is gone."""
+    return LexofficeConnection.objects.only(*_ROW_FIELDS).filter(pk=pk).first()
+
+
 def iter_due(queryset: Any, batch_size: int = BATCH_SIZE) -> Iterator[LexofficeConnection]:
     """Yield rows soonest expiry first (unknown expiry first of all), batch by batch.
 

@@ -30,8 +30,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
 from datetime import datetime
 
 from . import ratelimit
-from .batch import Selection, due_connections, iter_due
-from .models import LexofficeConnection
+from .batch import Selection, due_connections, iter_due, load_row
 from .renewal import send_reauthorization_due
 from .tokens import RefreshOutcome, attempt_refresh
 
@@ -58,8 +57,13 @@ def refresh_connection(pk: int, margin: float | None = None) -> str:
     and retried by a later beat run after the row's backoff. Lexware refusing the
     client is raised, so Celery's error reporting sees it.
     """
+    # The row as it is now: a task queued twice, or for a row refreshed since the beat run
+    # saw it, is skipped without spending a rate-limit slot.
+    connection = load_row(pk)
+    if connection is None:
+        return RefreshOutcome.NOT_ACTIVE.value
     with ratelimit.background():
-        result = attempt_refresh(LexofficeConnection(pk=pk), margin=margin, skip_locked=True)
+        result = attempt_refresh(connection, margin=margin, skip_locked=True)
     if result.outcome is RefreshOutcome.CLIENT_REFUSED and result.error is not None:
         raise result.error
     return result.outcome.value

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from django_lexoffice import tasks
+from django_lexoffice import tasks, tokens
 from django_lexoffice.models import LexofficeConnection
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,11 +49,42 @@ def test_refresh_connection_outcomes(eager, fake_lexware, user):
     connection = granted(fake_lexware, user)
     assert tasks.refresh_connection.delay(connection.pk).get() == "refreshed"
     assert tasks.refresh_connection.delay(connection.pk).get() == "skipped"
-    assert tasks.refresh_connection.delay(999999).get() == "not_active"
     fake_lexware.inject("refresh", "server_error", status=503)
     assert tasks.refresh_connection.delay(connection.pk, margin=10**6).get() == "transient_failure"
     connection.refresh_from_db()
     assert connection.consecutive_failures == 1
+
+
+@pytest.fixture
+def slots(monkeypatch):
+    """The rate-limit slots tokens.refresh takes."""
+    taken: list[int] = []
+    monkeypatch.setattr(tokens, "take_slots", lambda count=1: taken.append(count) or 0.0)
+    return taken
+
+
+@pytest.mark.django_db
+def test_a_task_for_a_row_that_is_not_due_takes_no_rate_limit_slot(
+    eager, fake_lexware, user, slots
+):
+    connection = granted(fake_lexware, user, seconds=3600)
+    assert tasks.refresh_connection.delay(connection.pk).get() == "skipped"
+    assert slots == []
+    assert fake_lexware.count("refresh") == 0
+
+
+@pytest.mark.django_db
+def test_a_task_queued_twice_spends_one_slot(eager, fake_lexware, user, slots):
+    connection = granted(fake_lexware, user)
+    assert tasks.refresh_connection.delay(connection.pk).get() == "refreshed"
+    assert tasks.refresh_connection.delay(connection.pk).get() == "skipped"
+    assert slots == [1]
+    assert fake_lexware.count("refresh") == 1
+
+
+@pytest.mark.django_db
+def test_a_task_for_a_deleted_row_is_not_active_and_takes_no_slot(eager, fake_lexware, slots):
+    assert slots == []
 
 
 @pytest.mark.redis
