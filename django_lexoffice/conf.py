@@ -8,6 +8,7 @@ app (see the module map in the docs).
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import overload
 
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
@@ -109,7 +110,15 @@ class _Endpoint:
         self.base = base  # the name of the Settings property that gives the base URL
         self.path = path
 
-    def __get__(self, settings: Settings, owner: type[Settings] | None = None) -> str:
+    @overload
+    def __get__(self, settings: None, owner: type[Settings]) -> _Endpoint: ...
+    @overload
+    def __get__(self, settings: Settings, owner: type[Settings] | None = None) -> str: ...
+    def __get__(
+        self, settings: Settings | None, owner: type[Settings] | None = None
+    ) -> str | _Endpoint:
+        if settings is None:
+            return self  # read on the class (autodoc, introspection): no settings to read
         return f"{getattr(settings, self.base)}{self.path}"
 
 

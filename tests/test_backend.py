@@ -138,6 +138,13 @@ def test_explicit_hosts_win_over_sandbox():
     assert settings.PROFILE_URL == "http://127.0.0.1:9000/fake/v1/profile"
 
 
+def test_an_endpoint_read_on_the_settings_class_is_the_descriptor():
+    from django_lexoffice.conf import Settings
+
+    endpoint = Settings.TOKEN_URL
+    assert (endpoint.base, endpoint.path) == ("AUTH_BASE_URL", "/oauth2/token")
+
+
 def test_connection_name_defaults_to_site_and_username(client, user):
     client.force_login(user)
     _, params = start_flow(client)
