@@ -30,15 +30,13 @@ from django_lexoffice.admin import expiry_in_words
 from django_lexoffice.conf import settings as lexoffice_settings
 from django_lexoffice.models import TOKEN_FIELDS, LexofficeConnection
 from tests.conftest import ACCESS_TOKEN, REFRESH_TOKEN, assert_no_token, raw_token_columns
-from tests.lexware_responses import token_response as lexware_token_response
+from tests.lexware_responses import NEW_ACCESS, NEW_REFRESH, token_response
 
 pytestmark = pytest.mark.django_db
 
 MakeConnection = Callable[..., LexofficeConnection]
 
 CHANGELIST = "admin:django_lexoffice_lexofficeconnection_changelist"
-NEW_ACCESS_TOKEN = "eyJhbGciOiJSUzI1NiJ9.new-access-0123456789abcdefghijklmnopqrstuvwxyz"
-NEW_REFRESH_TOKEN = "new-refresh-ZYXWVUTSRQPONMLKJIHGFEDCBA9876543210zyxwvutsrqponmlk"
 LEXOFFICE_USER_ID = "1aea5501-3f3e-403d-8492-2dad03016289"  # as in make_connection
 
 
@@ -87,7 +85,7 @@ def change_url(obj: Any, view: str = "change") -> str:
 
 def token_secrets(*connections: LexofficeConnection) -> list[str]:
     """Every plaintext token the tests use, plus the rows' raw (encrypted) column values."""
-    secrets = [ACCESS_TOKEN, REFRESH_TOKEN, NEW_ACCESS_TOKEN, NEW_REFRESH_TOKEN]
+    secrets = [ACCESS_TOKEN, REFRESH_TOKEN, NEW_ACCESS, NEW_REFRESH]
     for connection in connections:
         secrets.extend(value for value in raw_token_columns(connection.pk) or () if value)
     return secrets
@@ -112,12 +110,6 @@ def action_names(response: Any) -> set[str]:
 
 def results(response: Any) -> list[LexofficeConnection]:
     return list(response.context["cl"].result_list)
-
-
-def token_response(
-    access_token: str = NEW_ACCESS_TOKEN, refresh_token: str = NEW_REFRESH_TOKEN
-) -> dict[str, Any]:
-    return lexware_token_response(access_token, refresh_token, expires_in=3600)
 
 
 # -- expiry in words ----------------------------------------------------------------------
@@ -543,8 +535,8 @@ def test_refresh_action_stores_the_new_tokens(
         "refresh_token": [REFRESH_TOKEN],
     }
     connection.refresh_from_db()
-    assert connection.access_token == NEW_ACCESS_TOKEN
-    assert connection.refresh_token == NEW_REFRESH_TOKEN
+    assert connection.access_token == NEW_ACCESS
+    assert connection.refresh_token == NEW_REFRESH
     assert shown_messages(response) == [(levels.SUCCESS, "1 connection refreshed.")]
     assert_no_token(response.content.decode(), token_secrets(connection))
     entry = LogEntry.objects.get(object_id=str(connection.pk))
@@ -774,7 +766,7 @@ def legacy_association(user: Any) -> UserSocialAuth:
             "auth_time": 1740830400,
             "access_token": ACCESS_TOKEN,
             "refresh_token": REFRESH_TOKEN,
-            "nested": {"id_token": NEW_ACCESS_TOKEN, "Token": NEW_REFRESH_TOKEN},
+            "nested": {"id_token": NEW_ACCESS, "Token": NEW_REFRESH},
         },
     )
 
@@ -785,7 +777,7 @@ def test_sec12_social_auth_admin_never_shows_a_token(
     changelist = admin_client.get(reverse("admin:social_django_usersocialauth_changelist"))
     detail = admin_client.get(change_url(legacy_association))
     assert changelist.status_code == detail.status_code == 200
-    secrets = [ACCESS_TOKEN, REFRESH_TOKEN, NEW_ACCESS_TOKEN, NEW_REFRESH_TOKEN]
+    secrets = [ACCESS_TOKEN, REFRESH_TOKEN, NEW_ACCESS, NEW_REFRESH]
     assert_no_token(changelist.content.decode(), secrets, "association list")
     assert_no_token(detail.content.decode(), secrets, "association detail page")
     html = detail.content.decode()
