@@ -48,18 +48,13 @@ from django_lexoffice.testing import FakeLexware
 from django_lexoffice.testing import state as fake_state
 
 from .conftest import ACCESS_TOKEN, REFRESH_TOKEN
+from .lexware_responses import token_response
 
 pytestmark = pytest.mark.django_db
 
 API = "https://api.lexware.io"
 PROFILE_URL = f"{API}/v1/profile"
-TOKEN_RESPONSE = {
-    "access_token": "new-access-token-" + "N" * 60,
-    "refresh_token": "new-refresh-token-" + "M" * 110,
-    "expires_in": 14399,
-    "token_type": "Bearer",
-    "scope": "read",
-}
+TOKEN_RESPONSE = token_response()
 
 
 class FakeClock:
