@@ -13,9 +13,11 @@ from django.apps import apps
 from django.conf import settings as django_settings
 from django.core.checks import Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
+from django.urls import NoReverseMatch, reverse
 
-from .conf import BACKEND_PATH, KNOWN_SCOPES
+from .conf import BACKEND_PATH, DEFAULT_WEBHOOK_EVENTS, KNOWN_SCOPES, WEBHOOK_EVENT_TYPES
 from .conf import settings as lexoffice_settings
+from .signature import InvalidPublicKey, load_public_key
 
 #: Django's RedisCache and django-redis spell their socket timeouts differently.
 _REDIS_TIMEOUT_OPTIONS = frozenset(
@@ -94,9 +96,6 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
 def _check_webhooks() -> list[Error | Warning]:
     """The webhook key must parse and the events must be Lexware's; events without a URL
     are never subscribed to."""
-    from .conf import DEFAULT_WEBHOOK_EVENTS, WEBHOOK_EVENT_TYPES
-    from .signature import InvalidPublicKey, load_public_key
-
     errors: list[Error | Warning] = []
     for index, pem in enumerate(lexoffice_settings.WEBHOOK_PUBLIC_KEYS):
         try:
@@ -238,8 +237,6 @@ def check_deploy(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
 
 def _check_webhook_url() -> list[Warning]:
     """The callback URL Lexware gets: https, no secret in it, and our webhook's path."""
-    from django.urls import NoReverseMatch, reverse
-
     url = lexoffice_settings.WEBHOOK_URL
     if not url:
         return []

@@ -32,7 +32,10 @@ from datetime import datetime
 from . import ratelimit
 from .batch import Selection, due_connections, iter_due, load_row
 from .renewal import send_reauthorization_due
+from .subscriptions import subscribe_connection as subscribe
+from .subscriptions import sync_all
 from .tokens import RefreshOutcome, attempt_refresh
+from .webhooks import Event, dispatch_inline, prune_events
 
 
 @shared_task(name="django_lexoffice.tasks.refresh_expiring_connections", ignore_result=True)
@@ -75,8 +78,6 @@ def send_event_received(
 ) -> None:
     """Send ``event_received`` for a webhook event, outside the request Lexware waits on
     (``LEXOFFICE_WEBHOOK_USE_CELERY = True``). ``event_date``: ISO 8601 with offset."""
-    from .webhooks import Event, dispatch_inline
-
     dispatch_inline(
         Event(
             organization_id=organization_id,
@@ -91,8 +92,6 @@ def send_event_received(
 def subscribe_connection(pk: int) -> list[str]:
     """Subscribe a freshly authorized connection to ``LEXOFFICE_WEBHOOK_EVENTS`` (queued on
     commit of the login with ``LEXOFFICE_WEBHOOK_USE_CELERY``); return the errors."""
-    from .subscriptions import subscribe_connection as subscribe
-
     return subscribe(pk)
 
 
@@ -100,9 +99,6 @@ def subscribe_connection(pk: int) -> list[str]:
 def sync_subscriptions() -> dict[str, int]:
     """``sync_lexoffice_subscriptions`` as a task (beat, e.g. daily): repair subscriptions
     and prune webhook event records older than a week."""
-    from .subscriptions import sync_all
-    from .webhooks import prune_events
-
     summary = sync_all()
     pruned = prune_events()
     return {
