@@ -22,7 +22,6 @@ from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.formats import date_format
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.timesince import timesince, timeuntil
@@ -34,6 +33,7 @@ from .admin_actions import ConnectionActionsMixin
 from .admin_webhooks import AuthorizationEndsFilter, ConnectionWebhooksAdminMixin
 from .backends import LexofficeOAuth2
 from .conf import settings as lexoffice_settings
+from .dates import format_local
 from .models import LexofficeConnection, LexofficeConnectionQuerySet
 from .policy import current_capacity
 
@@ -228,7 +228,7 @@ class LexofficeConnectionAdmin(ConnectionActionsMixin, ConnectionWebhooksAdminMi
         return format_html(
             '<span class="lexoffice-expiry{}" title="{}">{}</span>',
             " lexoffice-expired" if expired else "",
-            date_format(timezone.localtime(obj.expires_at), "DATETIME_FORMAT"),
+            format_local(obj.expires_at, "DATETIME_FORMAT"),
             expiry_in_words(obj.expires_at),
         )
 

@@ -13,12 +13,12 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
-from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from .conf import settings as lexoffice_settings
+from .dates import format_local
 from .models import RENEWAL_NOTICE, LexofficeConnection, LexofficeWebhookEvent
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ class ConnectionWebhooksAdminMixin:
         ends_at = obj.authorization_ends_at
         if ends_at is None:
             return "-"
-        text = date_format(timezone.localtime(ends_at), "DATE_FORMAT")
+        text = format_local(ends_at, "DATE_FORMAT")
         if obj.reauthorization_due:
             return format_html('<strong class="lexoffice-ends-soon">{}</strong>', text)
         return text

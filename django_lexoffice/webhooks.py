@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.conf import settings as django_settings
 from django.contrib.auth.decorators import login_not_required
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse
@@ -70,7 +71,7 @@ def parse_event(body: bytes) -> Event:
     """Parse a verified body: a JSON object with exactly Lexware's four string fields."""
     try:
         data = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: deep nesting
         raise InvalidEvent("the body is not JSON") from None
     if not isinstance(data, dict) or set(data) != EVENT_KEYS:
         raise InvalidEvent(f"expected a JSON object with exactly the keys {sorted(EVENT_KEYS)}")
@@ -78,18 +79,34 @@ def parse_event(body: bytes) -> Event:
         value = data[key]
         if not isinstance(value, str) or not value.strip() or len(value) > _MAX_FIELD_CHARS:
             raise InvalidEvent(f"{key} must be a non-empty string of at most 64 characters")
-    try:
-        event_date = datetime.fromisoformat(data["eventDate"])
-    except ValueError:
-        raise InvalidEvent("eventDate is not an ISO 8601 date and time") from None
-    if timezone.is_naive(event_date):
-        raise InvalidEvent("eventDate has no UTC offset")
+        # Control characters and lone surrogates ("\ud800" in the JSON) are valid JSON, but
+        # no event has them and databases refuse some (NUL on PostgreSQL).
+        if not value.isprintable():
+            raise InvalidEvent(f"{key} contains control characters or lone surrogates")
     return Event(
         organization_id=data["organizationId"],
         event_type=data["eventType"],
         resource_id=data["resourceId"],
-        event_date=event_date,
+        event_date=_event_date(data["eventDate"]),
     )
+
+
+def _event_date(value: str) -> datetime:
+    """``eventDate`` as the site's datetimes are: aware, or naive local time without
+    ``USE_TZ``."""
+    try:
+        event_date = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidEvent("eventDate is not an ISO 8601 date and time") from None
+    if timezone.is_naive(event_date):
+        raise InvalidEvent("eventDate has no UTC offset")
+    try:
+        # Checked here, not when the database converts it: year 9999 at -14:00 is in year
+        # 10000 in UTC.
+        event_date.astimezone(UTC)
+        return event_date if django_settings.USE_TZ else timezone.make_naive(event_date)
+    except OverflowError:
+        raise InvalidEvent("eventDate is out of range") from None
 
 
 def _text(status: int, message: str) -> HttpResponse:

@@ -231,6 +231,11 @@ def test_sec21_view_is_not_wrapped_by_atomic_requests():
         event_body(event_date="2023-04-11T08:25:07"),
         event_body(resource_id=""),
         event_body(resource_id="r" * 65),
+        b"[" * 30_000 + b"]" * 30_000,  # json.loads: RecursionError, not ValueError
+        event_body(resource_id="\ud800"),  # a lone surrogate no database can store
+        event_body(resource_id="inv\u00001"),  # NUL: PostgreSQL refuses it
+        event_body(event_date="9999-12-31T23:59:59-14:00"),  # year 10000 in UTC
+        event_body(event_date="0001-01-01T00:00:00+14:00"),  # year 0 in UTC
     ],
 )
 def test_signed_body_that_is_no_event_gets_a_clear_400(client, key, body):

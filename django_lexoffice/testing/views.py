@@ -42,7 +42,8 @@ CHOOSE_COMPANY = "Bitte wählen Sie eine Firma aus."
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 DEFAULT_PAGE_SIZE = 25
 MAX_PAGE_SIZE = 250
-_BERLIN = ZoneInfo("Europe/Berlin")
+#: Lexware's timestamps carry Berlin's offset ("2023-04-11T08:25:07.000+02:00").
+BERLIN = ZoneInfo("Europe/Berlin")
 _SERVER_ERRORS = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
 _BAD_GATEWAY_HTML = (
     "<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head>"
@@ -551,7 +552,7 @@ def api_endpoint(
 def profile(request: HttpRequest, state: FakeState, grant: Grant) -> HttpResponse:
     """``GET /v1/profile``: the company the user picked and this connection."""
     company = grant["company"]
-    created = datetime.fromtimestamp(grant["created_at"], _BERLIN)
+    created = datetime.fromtimestamp(grant["created_at"], BERLIN)
     state.incr("count", "profile")
     return JsonResponse(
         {

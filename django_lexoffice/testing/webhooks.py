@@ -12,6 +12,7 @@ import base64
 import functools
 import json
 import uuid
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,12 +22,11 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from django.conf import settings as django_settings
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
-from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods
 
 from .state import FakeState
-from .views import bearer_grant, message
+from .views import BERLIN, bearer_grant, message
 
 DELIVERY_TIMEOUT = 5.0
 DELIVERED = frozenset({200, 201, 202, 204})
@@ -139,7 +139,7 @@ class FakeWebhooks(FakeState):
             "organizationId": organization_id,
             "eventType": event_type,
             "resourceId": resource_id,
-            "eventDate": timezone.localtime().isoformat(timespec="milliseconds"),
+            "eventDate": datetime.now(BERLIN).isoformat(timespec="milliseconds"),
         }
         body = json.dumps(event).encode("utf-8")
         statuses = []
@@ -234,7 +234,7 @@ def event_subscriptions(request: HttpRequest) -> HttpResponse:
     if not _allowed_callback(url) or _send("HEAD", url) != 200:
         return message(406, "callbackUrl could not be verified")
     subscription_id = str(uuid.uuid4())
-    created = timezone.now().isoformat(timespec="milliseconds")
+    created = datetime.now(BERLIN).isoformat(timespec="milliseconds")
     with state.lock("subscriptions"):
         if state._subscribed(connection_id, event_type, url):  # a concurrent request won
             return conflict

@@ -13,8 +13,6 @@ from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 from django.template.defaultfilters import pluralize
-from django.utils import timezone
-from django.utils.formats import date_format
 
 from ... import ratelimit
 from ...batch import (
@@ -25,6 +23,7 @@ from ...batch import (
     refresh_due_connections,
     waiting_for_retry,
 )
+from ...dates import format_local
 from ...models import LexofficeConnection
 from ...policy import current_capacity
 from ...renewal import send_reauthorization_due
@@ -158,13 +157,9 @@ class Command(BatchCommand):
             )
         if summary.waiting:
             # Never hide a due connection: a failed refresh waits for its retry.
-            when = (
-                date_format(timezone.localtime(summary.next_retry_at), "H:i")
-                if summary.next_retry_at
-                else "soon"
-            )
             waiting = (
-                f"{summary.waiting} waiting to retry after a failure; next attempt {when} "
+                f"{summary.waiting} waiting to retry after a failure; "
+                f"next attempt {_clock(summary.next_retry_at)} "
                 "(--retry-now retries at once)."
             )
             line = f"{line} {waiting}" if line else waiting[0].upper() + waiting[1:]
@@ -211,4 +206,4 @@ class Command(BatchCommand):
 
 def _clock(moment: datetime | None) -> str:
     """A time of day in the site's time zone ("14:05"), or "soon"."""
-    return date_format(timezone.localtime(moment), "H:i") if moment else "soon"
+    return format_local(moment, "H:i") if moment else "soon"
