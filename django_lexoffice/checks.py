@@ -89,6 +89,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error | Warni
                     id="lexoffice.E007",
                 )
             )
+    errors.extend(_check_numbers())
     errors.extend(_check_webhooks())
     return errors
 
@@ -268,12 +269,35 @@ def _check_webhook_url() -> list[Warning]:
 
 
 def _check_refresh_policy() -> list[Error]:
+    return _unusable(
+        ("REFRESH_POLICY", "REFRESH_ACTIVE_WINDOW", "IDLE_REFRESH_INTERVAL"), "lexoffice.E011"
+    )
+
+
+def _check_numbers() -> list[Error]:
+    """Numbers and durations are converted at use time: a bad one would pass ``check`` and
+    then fail pages, commands and every API call."""
+    return _unusable(
+        (
+            "REFRESH_MARGIN",
+            "RATE_LIMIT",
+            "RATE_LIMIT_MAX_WAIT",
+            "TIMEOUT",
+            "AUTHORIZATION_LIFETIME",
+        ),
+        "lexoffice.E012",
+    )
+
+
+def _unusable(names: tuple[str, ...], check_id: str) -> list[Error]:
+    """An error ``check_id`` for each of the settings ``names`` that ``conf`` refuses, read
+    exactly as the app reads it."""
     errors = []
-    for name in ("REFRESH_POLICY", "REFRESH_ACTIVE_WINDOW", "IDLE_REFRESH_INTERVAL"):
+    for name in names:
         try:
             getattr(lexoffice_settings, name)
         except ImproperlyConfigured as exc:  # the message says what to write
-            errors.append(Error(str(exc), id="lexoffice.E011"))
+            errors.append(Error(str(exc), id=check_id))
     return errors
 
 

@@ -7,8 +7,9 @@ app (see the module map in the docs).
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
-from typing import overload
+from typing import Any, overload
 
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
@@ -193,12 +194,26 @@ class Settings:
 
     @property
     def REFRESH_MARGIN(self) -> int:
-        return int(getattr(django_settings, "LEXOFFICE_REFRESH_MARGIN", 300))
+        value = getattr(django_settings, "LEXOFFICE_REFRESH_MARGIN", 300)
+        margin = _number(value)
+        if margin is None or margin < 0:
+            raise ImproperlyConfigured(
+                "LEXOFFICE_REFRESH_MARGIN must be a number of seconds, 0 or more, such as 300, "
+                f"not {value!r}."
+            )
+        return int(margin)
 
     @property
     def RATE_LIMIT(self) -> float:
         """Requests per second shared by every process using one client id."""
-        return float(getattr(django_settings, "LEXOFFICE_RATE_LIMIT", DEFAULT_RATE_LIMIT))
+        value = getattr(django_settings, "LEXOFFICE_RATE_LIMIT", DEFAULT_RATE_LIMIT)
+        rate = _number(value)
+        if rate is None or rate <= 0:  # the bucket divides by it
+            raise ImproperlyConfigured(
+                "LEXOFFICE_RATE_LIMIT must be a number of requests per second above 0, "
+                f"such as {DEFAULT_RATE_LIMIT}, not {value!r}."
+            )
+        return rate
 
     @property
     def RATE_LIMIT_CACHE(self) -> str:
@@ -208,7 +223,14 @@ class Settings:
     @property
     def RATE_LIMIT_MAX_WAIT(self) -> float:
         """Seconds a caller may wait for the shared bucket before giving up."""
-        return float(getattr(django_settings, "LEXOFFICE_RATE_LIMIT_MAX_WAIT", 30.0))
+        value = getattr(django_settings, "LEXOFFICE_RATE_LIMIT_MAX_WAIT", 30.0)
+        max_wait = _number(value)
+        if max_wait is None or max_wait < 0:
+            raise ImproperlyConfigured(
+                "LEXOFFICE_RATE_LIMIT_MAX_WAIT must be a number of seconds, 0 or more, such as "
+                f"30, not {value!r}."
+            )
+        return max_wait
 
     @property
     def REFRESH_POLICY(self) -> str:
@@ -233,11 +255,15 @@ class Settings:
 
     @property
     def TIMEOUT(self) -> tuple[float, float]:
+        """(connect, read) seconds for every HTTP call; one number sets both."""
         value = getattr(django_settings, "LEXOFFICE_TIMEOUT", (5, 30))
-        if isinstance(value, (int, float)):
-            return (float(value), float(value))
-        connect, read = value
-        return (float(connect), float(read))
+        timeout = _timeout_pair(value)
+        if timeout is None:
+            raise ImproperlyConfigured(
+                "LEXOFFICE_TIMEOUT must be a number of seconds above 0, or a (connect, read) "
+                f"pair of them such as (5, 30), not {value!r}."
+            )
+        return timeout
 
     @property
     def WEBHOOK_URL(self) -> str | None:
@@ -280,9 +306,55 @@ class Settings:
         value = getattr(
             django_settings, "LEXOFFICE_AUTHORIZATION_LIFETIME", DEFAULT_AUTHORIZATION_LIFETIME
         )
-        if value is None or isinstance(value, timedelta):
-            return value
-        return timedelta(days=float(value))
+        if value is None:
+            return None
+        lifetime = value if isinstance(value, timedelta) else _timedelta_of_days(value)
+        if lifetime is None or lifetime <= timedelta(0):
+            raise ImproperlyConfigured(
+                "LEXOFFICE_AUTHORIZATION_LIFETIME must be a positive timedelta or number of "
+                f"days such as 730, or None to turn the renewal reminders off, not {value!r}."
+            )
+        return lifetime
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a finite float (a number, or a string holding one as from the
+    environment); ``None`` when it is not one. A bool is not a number here."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _timeout_pair(value: Any) -> tuple[float, float] | None:
+    """``value`` as (connect, read) seconds, both above 0; ``None`` when it is not usable.
+
+    A string is refused, not unpacked: ``"30"`` would become (3.0, 0.0), no read timeout."""
+    if isinstance(value, (str, bytes)):
+        return None
+    items = (value, value) if isinstance(value, (int, float)) else value
+    try:
+        connect, read = (_number(item) for item in items)
+    except (TypeError, ValueError):  # not iterable, or not two items
+        return None
+    if connect is None or read is None or connect <= 0 or read <= 0:
+        return None
+    return (connect, read)
+
+
+def _timedelta_of_days(value: Any) -> timedelta | None:
+    """A number of days (or a string holding one) as a ``timedelta``; ``None`` when it is
+    not one."""
+    days = _number(value)
+    if days is None:
+        return None
+    try:
+        return timedelta(days=days)
+    except OverflowError:  # beyond timedelta's range
+        return None
 
 
 def _days(name: str, default: timedelta) -> timedelta:

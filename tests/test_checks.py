@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.test import override_settings
 
 from django_lexoffice.checks import check_deploy, check_settings
+from django_lexoffice.conf import settings as lexoffice_settings
 
 
 def ids(messages):
@@ -60,6 +63,79 @@ def test_e006_relative_redirect_uri():
 @override_settings(LEXOFFICE_AUTH_BASE_URL="app.lexware.de")
 def test_e007_host_without_scheme():
     assert ids(check_settings()) == ["lexoffice.E007"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("LEXOFFICE_RATE_LIMIT", 0),  # the bucket divides by it: the changelist 500s
+        ("LEXOFFICE_RATE_LIMIT", -2),
+        ("LEXOFFICE_RATE_LIMIT", "fast"),
+        ("LEXOFFICE_RATE_LIMIT", float("nan")),
+        ("LEXOFFICE_REFRESH_MARGIN", "5m"),
+        ("LEXOFFICE_REFRESH_MARGIN", -60),
+        ("LEXOFFICE_REFRESH_MARGIN", None),
+        ("LEXOFFICE_RATE_LIMIT_MAX_WAIT", "long"),
+        ("LEXOFFICE_RATE_LIMIT_MAX_WAIT", -1),
+        ("LEXOFFICE_TIMEOUT", "30"),  # would be unpacked as ("3", "0"): no read timeout
+        ("LEXOFFICE_TIMEOUT", 0),
+        ("LEXOFFICE_TIMEOUT", (5, 0)),
+        ("LEXOFFICE_TIMEOUT", (5, 30, 60)),
+        ("LEXOFFICE_TIMEOUT", None),
+        ("LEXOFFICE_TIMEOUT", True),
+        ("LEXOFFICE_AUTHORIZATION_LIFETIME", "two years"),
+        ("LEXOFFICE_AUTHORIZATION_LIFETIME", -30),
+        ("LEXOFFICE_AUTHORIZATION_LIFETIME", timedelta(days=-1)),
+        ("LEXOFFICE_AUTHORIZATION_LIFETIME", 10**12),  # beyond timedelta's range
+    ],
+)
+def test_e012_unusable_number_or_duration(settings, name, value):
+    setattr(settings, name, value)
+    (error,) = check_settings()
+    assert error.id == "lexoffice.E012"
+    assert error.msg.startswith(f"{name} must be ") and error.msg.endswith(f"not {value!r}.")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("LEXOFFICE_RATE_LIMIT", "1.5"),  # from the environment
+        ("LEXOFFICE_REFRESH_MARGIN", 0),
+        ("LEXOFFICE_RATE_LIMIT_MAX_WAIT", 0),
+        ("LEXOFFICE_TIMEOUT", 10),
+        ("LEXOFFICE_TIMEOUT", [3, 7.5]),
+        ("LEXOFFICE_AUTHORIZATION_LIFETIME", None),
+        ("LEXOFFICE_AUTHORIZATION_LIFETIME", "365"),
+        ("LEXOFFICE_AUTHORIZATION_LIFETIME", timedelta(days=10)),
+    ],
+)
+def test_e012_not_raised_for_usable_values(settings, name, value):
+    setattr(settings, name, value)
+    assert check_settings() == []
+
+
+def test_e012_not_raised_for_the_defaults(settings):
+    for name in (
+        "LEXOFFICE_RATE_LIMIT",
+        "LEXOFFICE_REFRESH_MARGIN",
+        "LEXOFFICE_RATE_LIMIT_MAX_WAIT",
+        "LEXOFFICE_TIMEOUT",
+        "LEXOFFICE_AUTHORIZATION_LIFETIME",
+    ):
+        if hasattr(settings, name):
+            delattr(settings, name)
+    assert check_settings() == []
+    assert lexoffice_settings.RATE_LIMIT == 1.8
+    assert lexoffice_settings.REFRESH_MARGIN == 300
+    assert lexoffice_settings.RATE_LIMIT_MAX_WAIT == 30.0
+    assert lexoffice_settings.TIMEOUT == (5.0, 30.0)
+    assert lexoffice_settings.AUTHORIZATION_LIFETIME == timedelta(days=730)
+
+
+@override_settings(LEXOFFICE_TIMEOUT="30")
+def test_a_timeout_string_is_refused_not_unpacked():
+    with pytest.raises(ImproperlyConfigured, match=r"LEXOFFICE_TIMEOUT must be .* not '30'\."):
+        lexoffice_settings.TIMEOUT
 
 
 @pytest.mark.django_db  # Django 6.1's check command also runs database checks
