@@ -50,5 +50,8 @@ if apps.is_installed("social_django"):  # pragma: no branch
             masked = masked_extra_data(obj.extra_data)
             return format_html('<pre class="lexoffice-pre">{}</pre>', masked)
 
-    admin.site.unregister(UserSocialAuth)
+    # An app earlier in INSTALLED_APPS may have unregistered it already (NotRegistered
+    # would break the whole admin); ours is registered either way, so no token shows.
+    if admin.site.is_registered(UserSocialAuth):
+        admin.site.unregister(UserSocialAuth)
     admin.site.register(UserSocialAuth, TokenFreeUserSocialAuthAdmin)
