@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+import requests
 from django.db import transaction
 from django.utils import timezone
 
@@ -84,7 +85,7 @@ def _create(client: LexofficeClient, event_type: str, url: str) -> str | None:
         return None
     if response.status_code != 201:
         raise SubscriptionError(f"subscribing to {event_type} answered HTTP {response.status_code}")
-    return str(response.json().get("id") or "")
+    return str(_json_object(response, f"subscribing to {event_type}").get("id") or "")
 
 
 def _record(connection: LexofficeConnection, event_type: str, url: str, **values: Any) -> None:
@@ -94,8 +95,27 @@ def _record(connection: LexofficeConnection, event_type: str, url: str, **values
 
 
 def _list(client: LexofficeClient) -> list[dict[str, Any]]:
-    content = client.get(PATH).json().get("content") or []
+    content = _json_object(client.get(PATH), "listing subscriptions").get("content") or []
+    if not isinstance(content, list):
+        raise SubscriptionError("listing subscriptions: unexpected answer, 'content' is not a list")
     return [item for item in content if isinstance(item, dict)]
+
+
+def _json_object(response: requests.Response, what: str) -> dict[str, Any]:
+    """The JSON object of a successful answer to ``what``.
+
+    Anything else (``[]``, ``null``, not JSON) raises :class:`SubscriptionError`, which the
+    sync and the login handle, where an ``AttributeError`` would stop a whole sync run. The
+    message names the call and status only, never the body."""
+    try:
+        body = response.json()
+    except (ValueError, RecursionError):  # not JSON, or nested too deep to parse
+        body = None
+    if not isinstance(body, dict):
+        raise SubscriptionError(
+            f"{what} answered HTTP {response.status_code}: unexpected answer, not a JSON object"
+        )
+    return body
 
 
 def subscribe(connection: LexofficeConnection) -> list[str]:

@@ -14,7 +14,7 @@ from django_lexoffice.models import LexofficeConnection, LexofficeSubscription
 from django_lexoffice.signals import connection_revoked
 from django_lexoffice.testing import webhooks as fake_webhooks
 
-from .conftest import run_command
+from .conftest import assert_no_token, run_command
 from .test_flow import connect
 from .webhook_helpers import needs_celery
 
@@ -498,3 +498,70 @@ def test_fake_delivers_nothing_to_the_subscriptions_of_a_revoked_grant(login, fa
     organization_id = connection.organization_id
     tokens.revoke(connection)  # the site revokes: Lexware drops that grant's subscriptions
     assert fake_lexware.deliver_event("token.revoked", "x", organization_id=organization_id) == []
+
+
+# -- answers that are not what Lexware documents ---------------------------------------------
+
+
+def answer(status: int, body: bytes) -> requests.Response:
+    response = requests.Response()
+    response.status_code = status
+    response._content = body
+    return response
+
+
+def lexware_answering(broken: LexofficeConnection, listed: bytes, created: bytes = b"{}"):
+    """``LexofficeClient.request`` faked: ``broken``'s calls get ``listed`` (GET) and
+    ``created`` (201 to POST); every other connection's get Lexware's documented answers."""
+
+    def request(client, method, path, **kwargs):
+        if client.connection.pk != broken.pk:
+            listed_ok, created_ok = b'{"content": []}', b'{"id": "sub-ok"}'
+            return answer(200, listed_ok) if method == "GET" else answer(201, created_ok)
+        return answer(200, listed) if method == "GET" else answer(201, created)
+
+    return mock.patch.object(
+        subscriptions.LexofficeClient, "request", autospec=True, side_effect=request
+    )
+
+
+@pytest.mark.parametrize(
+    ("listed", "created"),
+    [
+        (b"[]", b"{}"),
+        (b"null", b"{}"),
+        (b"<html>Bad gateway</html>", b"{}"),
+        (b'{"content": {"eventType": "token.revoked"}}', b"{}"),
+        (b'{"content": []}', b"[]"),
+        (b'{"content": []}', b"null"),
+    ],
+)
+def test_sync_counts_an_unexpected_answer_as_a_failure_and_syncs_the_other_connections(
+    make_connection, listed, created
+):
+    broken = make_connection()
+    healthy = make_connection(
+        organization_id="0b6d1c5e-7a1f-4a52-9d0e-5f3c2e4b6a71",
+        connection_id="9c1f4e2a-3b5d-4c6e-8f7a-1b2c3d4e5f60",
+    )
+    with lexware_answering(broken, listed, created):
+        summary = subscriptions.sync_all()
+    assert (summary.connections, summary.failed, summary.created) == (2, 1, 1)
+    (error,) = summary.errors
+    assert error.startswith("SubscriptionError: ") and "unexpected answer" in error
+    assert_no_token(error)
+    assert healthy.subscriptions.get().subscription_id == "sub-ok"
+
+
+def test_admin_sync_action_reports_an_unexpected_answer(admin_client, make_connection):
+    from django.urls import reverse
+
+    connection = make_connection()
+    with lexware_answering(connection, b"[]"):
+        response = admin_client.post(
+            reverse("admin:django_lexoffice_lexofficeconnection_changelist"),
+            {"action": "sync_subscriptions", "_selected_action": [connection.pk]},
+            follow=True,
+        )
+    assert response.status_code == 200
+    assert "Syncing the subscriptions of 1 connection failed." in response.content.decode()
