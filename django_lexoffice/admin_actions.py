@@ -26,7 +26,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext_lazy
 
 from . import subscriptions, tokens
-from .exceptions import LexofficeError
+from .exceptions import LexofficeError, TokenDecryptionError
 from .models import LexofficeConnection
 from .tokens import RefreshOutcome
 
@@ -48,6 +48,8 @@ class RevokeOutcome(StrEnum):
     #: Disconnected here, but Lexware could not be reached or refused the revocation.
     UNCONFIRMED = "unconfirmed"
     ALREADY_REVOKED = "already_revoked"
+    #: Nothing changed: ``FIELD_ENCRYPTION_KEY`` cannot decrypt the tokens to revoke them.
+    UNREADABLE = "unreadable"
 
 
 class SyncOutcome(StrEnum):
@@ -140,6 +142,16 @@ REVOKE_OUTCOMES: dict[str, ActionOutcome] = {
             "count",
         ),
     ),
+    RevokeOutcome.UNREADABLE: ActionOutcome(
+        messages.ERROR,
+        ngettext_lazy(
+            "%(count)d connection not revoked: FIELD_ENCRYPTION_KEY cannot decrypt its tokens. "
+            "Nothing was changed.",
+            "%(count)d connections not revoked: FIELD_ENCRYPTION_KEY cannot decrypt their "
+            "tokens. Nothing was changed.",
+            "count",
+        ),
+    ),
     RevokeOutcome.ALREADY_REVOKED: ActionOutcome(
         messages.INFO,
         ngettext_lazy(
@@ -179,7 +191,13 @@ def revoke_one(connection: LexofficeConnection) -> str:
     """Revoke through :func:`django_lexoffice.tokens.revoke`, unless revoked already."""
     if connection.status == LexofficeConnection.Status.REVOKED:
         return RevokeOutcome.ALREADY_REVOKED
-    return RevokeOutcome.REVOKED if tokens.revoke(connection) else RevokeOutcome.UNCONFIRMED
+    try:
+        confirmed = tokens.revoke(connection)
+    except TokenDecryptionError:
+        # Clearing tokens nobody could revoke would lose the grant for good: a fixed key
+        # can still revoke them later.
+        return RevokeOutcome.UNREADABLE
+    return RevokeOutcome.REVOKED if confirmed else RevokeOutcome.UNCONFIRMED
 
 
 def sync_one(connection: LexofficeConnection) -> str:

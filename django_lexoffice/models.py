@@ -139,6 +139,18 @@ class LexofficeConnectionQuerySet(models.QuerySet["LexofficeConnection"]):
         return super().bulk_update(objs, fields, batch_size=batch_size)
 
 
+class _WithoutTokensManager(models.Manager.from_queryset(LexofficeConnectionQuerySet)):  # type: ignore[misc]
+    """The base manager: rows read for related lookups and for deletion decrypt nothing.
+
+    Deleting a user collects their connections through it, so a ``FIELD_ENCRYPTION_KEY``
+    that cannot read the tokens cannot block an erasure. A token still loads (and
+    decrypts) when code reads it.
+    """
+
+    def get_queryset(self) -> LexofficeConnectionQuerySet:
+        return super().get_queryset().without_tokens()  # type: ignore[no-any-return]
+
+
 def _refuse_token_fields(fields: Any, operation: str) -> None:
     touched = TOKEN_FIELDS.intersection(fields)
     if touched:
@@ -203,6 +215,7 @@ class LexofficeConnection(models.Model):
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     objects: ClassVar[LexofficeConnectionQuerySet] = LexofficeConnectionQuerySet.as_manager()  # type: ignore[assignment]
+    _rows_without_tokens = _WithoutTokensManager()  # the base manager, set below
 
     class Meta:
         verbose_name = _("lexoffice connection")
@@ -227,6 +240,14 @@ class LexofficeConnection(models.Model):
             f"<LexofficeConnection pk={self.pk} user_id={self.user_id} "
             f"organization_id={self.organization_id!r} status={self.status!r}>"
         )
+
+    def refresh_from_db(
+        self, using: str | None = None, fields: Any = None, from_queryset: Any = None
+    ) -> None:
+        """Reload from the database, tokens included (the base manager leaves them out)."""
+        if from_queryset is None:
+            from_queryset = type(self).objects.db_manager(using, hints={"instance": self}).all()
+        super().refresh_from_db(using=using, fields=fields, from_queryset=from_queryset)
 
     @property
     def display_name(self) -> str:
@@ -339,11 +360,12 @@ class LexofficeConnection(models.Model):
             )
 
 
-# Django's base manager (``_base_manager``: related lookups, ``refresh_from_db()``, and code
-# that reaches for it) is a plain Manager; make it the guarded one, so token writes through
-# it are refused before any SQL, as through ``objects``. Set here rather than as
-# ``Meta.base_manager_name``, which would need a migration for a change with no schema.
-LexofficeConnection._meta.base_manager_name = "objects"
+# Django's base manager (``_base_manager``: related lookups, deletion, and code that reaches
+# for it) is a plain Manager; make it one with the guarded QuerySet, so token writes through
+# it are refused before any SQL, as through ``objects``, and that decrypts nothing. Set here
+# rather than as ``Meta.base_manager_name``, which would need a migration for a change with
+# no schema.
+LexofficeConnection._meta.base_manager_name = "_rows_without_tokens"
 
 
 class LexofficeWebhookEvent(models.Model):

@@ -39,6 +39,7 @@ from .exceptions import (
     RateLimitTimeout,
     RateLimitUnavailable,
     ReauthorizationRequired,
+    TokenDecryptionError,
     TransientRefreshError,
 )
 from .http import post_form, refresh_claim, revoke_token, take_slots
@@ -507,22 +508,30 @@ def revoke_before_delete(connection: LexofficeConnection) -> bool:
     ``connection_revoked`` (with ``deleted=True``).
 
     Runs in the deleting transaction: the row lock makes it wait for a refresh in flight,
-    then revokes the refresh token that refresh stored, never a stale one.
+    then revokes the refresh token that refresh stored, never a stale one. Tokens that
+    ``FIELD_ENCRYPTION_KEY`` cannot decrypt are not revoked, and the deletion goes on: an
+    erasure must not depend on the key.
     """
     if connection.status == LexofficeConnection.Status.REVOKED:
         return True  # nothing to revoke (a reconnect would have made it active again)
     slot_error = _take_revoke_slot()
-    with transaction.atomic():
-        current = LexofficeConnection.objects.select_for_update().filter(pk=connection.pk)
-        row = current.first() or connection
-        if row.status == LexofficeConnection.Status.REVOKED:
-            return True
-        confirmed = revoke_at_lexware(row, slot_error=slot_error)
+    row = connection
+    try:
+        with transaction.atomic():
+            current = LexofficeConnection.objects.select_for_update().filter(pk=connection.pk)
+            row = current.first() or connection
+            if row.status == LexofficeConnection.Status.REVOKED:
+                return True
+            confirmed = revoke_at_lexware(row, slot_error=slot_error)
+        why = "Lexware could not confirm the revocation"
+    except TokenDecryptionError:
+        confirmed, why = False, "FIELD_ENCRYPTION_KEY cannot decrypt its tokens to revoke them"
     if not confirmed:
         logger.warning(
-            "lexoffice connection %s was deleted, but Lexware could not confirm the revocation; "
-            "the user can end it in lexoffice's settings.",
+            "lexoffice connection %s was deleted, but %s; the user can end it in lexoffice's "
+            "settings.",
             connection.pk,
+            why,
         )
     connection_revoked.send(
         sender=LexofficeConnection,

@@ -11,6 +11,7 @@ from urllib.parse import parse_qs
 import pytest
 import requests
 import responses
+from cryptography.fernet import Fernet
 from django.contrib import admin
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth import get_user_model
@@ -808,3 +809,85 @@ def _admin_css() -> str:
 
     path = Path(django_lexoffice.__file__).parent / "static/django_lexoffice/admin.css"
     return path.read_text()
+
+
+# -- a key that cannot decrypt the tokens, and ATOMIC_REQUESTS --------------------------------
+
+
+@pytest.fixture
+def atomic_requests() -> Iterable[None]:
+    """Run the test's requests as a site with ``ATOMIC_REQUESTS = True`` does."""
+    settings_dict = db_connection.settings_dict
+    before = settings_dict["ATOMIC_REQUESTS"]
+    settings_dict["ATOMIC_REQUESTS"] = True
+    yield
+    settings_dict["ATOMIC_REQUESTS"] = before
+
+
+def swap_in_a_wrong_key(settings: Any) -> None:
+    settings.FIELD_ENCRYPTION_KEY = Fernet.generate_key().decode()
+
+
+def test_revoke_action_leaves_a_row_it_cannot_decrypt_unchanged_and_says_why(
+    admin_client: Client, make_connection: MakeConnection, lexware: Any, settings: Any
+) -> None:
+    unreadable = make_connection(organization_id="unreadable")
+    columns = raw_token_columns(unreadable.pk)
+    swap_in_a_wrong_key(settings)
+    readable = make_connection(organization_id="readable")
+    lexware.post(lexoffice_settings.REVOKE_URL, status=200)
+    response = run_action(admin_client, "revoke_connections", unreadable, readable)
+    assert response.status_code == 200
+    assert shown_messages(response) == [
+        (levels.SUCCESS, "1 connection revoked at Lexware and disconnected."),
+        (
+            levels.ERROR,
+            "1 connection not revoked: FIELD_ENCRYPTION_KEY cannot decrypt its tokens. "
+            "Nothing was changed.",
+        ),
+    ]
+    assert LexofficeConnection.objects.without_tokens().get(pk=readable.pk).status == "revoked"
+    assert LexofficeConnection.objects.without_tokens().get(pk=unreadable.pk).status == "active"
+    assert raw_token_columns(unreadable.pk) == columns  # a fixed key can still revoke it
+
+
+@pytest.mark.parametrize("action", ["revoke_connections", "refresh_tokens"])
+def test_actions_work_under_atomic_requests(
+    admin_client: Client,
+    make_connection: MakeConnection,
+    lexware: Any,
+    atomic_requests: None,
+    action: str,
+) -> None:
+    connection = make_connection()
+    lexware.post(lexoffice_settings.REVOKE_URL, status=200)
+    lexware.post(lexoffice_settings.TOKEN_URL, json=token_response())
+    response = run_action(admin_client, action, connection)
+    assert [level for level, _ in shown_messages(response)] == [levels.SUCCESS]
+
+
+def test_deleting_a_connection_the_key_cannot_decrypt_deletes_it_and_logs_why(
+    admin_client: Client,
+    make_connection: MakeConnection,
+    settings: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    connection = make_connection()
+    swap_in_a_wrong_key(settings)
+    response = admin_client.post(change_url(connection, "delete"), {"post": "yes"})
+    assert response.status_code == 302
+    assert not LexofficeConnection.objects.filter(pk=connection.pk).exists()
+    assert "FIELD_ENCRYPTION_KEY cannot decrypt its tokens to revoke them" in caplog.text
+
+
+def test_deleting_a_user_whose_connection_the_key_cannot_decrypt_erases_both(
+    admin_client: Client, make_connection: MakeConnection, settings: Any, user: Any
+) -> None:
+    connection = make_connection()
+    swap_in_a_wrong_key(settings)
+    confirmation = admin_client.get(change_url(user, "delete"))
+    assert confirmation.status_code == 200
+    assert "Testfirma GmbH" in confirmation.content.decode()  # listed among what goes
+    assert admin_client.post(change_url(user, "delete"), {"post": "yes"}).status_code == 302
+    assert not LexofficeConnection.objects.filter(pk=connection.pk).exists()
+    assert not get_user_model().objects.filter(pk=user.pk).exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from cryptography.fernet import Fernet
 from django.core.exceptions import FieldError
 from django.db import connection as db_connection
 from django.db import transaction
@@ -12,7 +13,8 @@ from django.db.models import F, Value
 from django.utils import timezone
 
 from django_lexoffice.exceptions import TokenDecryptionError, UnsafeTokenWriteError
-from django_lexoffice.models import LexofficeConnection
+from django_lexoffice.models import TOKEN_FIELDS, LexofficeConnection, LexofficeSubscription
+from django_lexoffice.signals import connection_revoked
 
 from .conftest import ACCESS_TOKEN, REFRESH_TOKEN, raw_token_columns
 
@@ -224,3 +226,31 @@ def test_loaddata_with_a_foreign_key_fails_loudly(make_connection):
     data[0]["fields"]["refresh_token"] = "fernet:" + foreign
     with pytest.raises(serializers.base.DeserializationError, match="Cannot decrypt"):
         list(serializers.deserialize("python", data))
+
+
+def test_a_user_is_deleted_with_connections_the_key_cannot_decrypt(
+    make_connection, user, settings, capture_signal
+):
+    """GDPR erasure does not depend on FIELD_ENCRYPTION_KEY: the base manager that collects
+    the user's connections decrypts nothing, and the grant it cannot read is not revoked."""
+    revoked = capture_signal(connection_revoked)
+    connection = make_connection()
+    settings.FIELD_ENCRYPTION_KEY = Fernet.generate_key().decode()
+    user.delete()
+    assert not LexofficeConnection.objects.filter(pk=connection.pk).exists()
+    (sent,) = revoked
+    assert sent["deleted"] is True and sent["revoked_at_lexware"] is False
+
+
+def test_rows_reached_through_a_relation_load_their_tokens_when_read(make_connection):
+    connection = make_connection()
+    subscription = LexofficeSubscription.objects.create(
+        connection=connection, event_type="token.revoked", callback_url="https://x.example/"
+    )
+    related = LexofficeSubscription.objects.get(pk=subscription.pk).connection
+    assert related.get_deferred_fields() == TOKEN_FIELDS  # decrypted on first read only
+    assert (related.access_token, related.refresh_token) == (ACCESS_TOKEN, REFRESH_TOKEN)
+    related.company_name = "Neu"
+    related.save()
+    connection.refresh_from_db()
+    assert (connection.company_name, connection.refresh_token) == ("Neu", REFRESH_TOKEN)
