@@ -521,7 +521,7 @@ def request_id(response: requests.Response) -> str | None:
             return value[:200]
     try:
         data = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deep to parse
         return None
     if isinstance(data, dict):
         for key in REQUEST_ID_KEYS:

@@ -42,7 +42,7 @@ def describe_body(text: str, secrets: Iterable[str] = ()) -> str:
     """A short, token-free rendering of a response body for logs and ``last_error``."""
     try:
         rendered = json.dumps(redact(json.loads(text)), ensure_ascii=False, sort_keys=True)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deep to parse
         rendered = redact(" ".join(text.split()))
     for secret in secrets:
         if secret:

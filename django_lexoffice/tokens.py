@@ -588,7 +588,7 @@ def _copy_state(source: LexofficeConnection, target: LexofficeConnection) -> Non
 def _json_or_none(response: requests.Response) -> Any:
     try:
         return response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deep to parse
         return None
 
 

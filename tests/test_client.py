@@ -720,6 +720,16 @@ def test_errors_carry_status_redacted_body_and_request_id_but_no_response(
     assert not hasattr(error, "response")
 
 
+def test_an_error_body_nested_too_deep_to_parse_is_still_a_clear_error(
+    make_connection: Callable[..., LexofficeConnection],
+) -> None:
+    with responses.RequestsMock() as mock, LexofficeClient(make_connection()) as client:
+        mock.get(f"{API}/v1/contacts", status=400, body="[" * 100_000 + "]" * 100_000)
+        with pytest.raises(LexofficeAPIError) as caught:
+            client.get("/v1/contacts")
+    assert caught.value.status == 400 and caught.value.request_id is None
+
+
 def test_raise_for_status_false_returns_error_responses(
     make_connection: Callable[..., LexofficeConnection],
 ) -> None:

@@ -102,6 +102,8 @@ def test_sec14_invalid_grant_marks_reauthorization_required(rsps, expiring, capt
         (200, "not json at all", None),
         (200, None, {"access_token": "", "expires_in": 1}),
         (400, None, {"error": "server_error"}),
+        (200, "[" * 100_000 + "]" * 100_000, None),  # json: RecursionError, not ValueError
+        (502, "[" * 100_000 + "]" * 100_000, None),
     ],
     ids=[
         "500-rate-limit",
@@ -111,6 +113,8 @@ def test_sec14_invalid_grant_marks_reauthorization_required(rsps, expiring, capt
         "200-non-json",
         "200-empty-token",
         "400-server-error",
+        "200-nested-too-deep",
+        "502-nested-too-deep",
     ],
 )
 def test_sec14_transient_failures_keep_both_tokens(rsps, expiring, status, body, json_body):
