@@ -176,5 +176,5 @@ def revoke_token(token: str, *, paced: bool = False) -> str:
     except LexofficeError as exc:
         return f"revoke not sent: {exc}"
     if response.status_code != 200:
-        return f"revoke answered {describe_response(response)}"
+        return f"revoke answered {describe_response(response, [token])}"
     return ""

@@ -52,7 +52,8 @@ def describe_body(text: str, secrets: Iterable[str] = ()) -> str:
     return rendered
 
 
-def describe_response(response: requests.Response) -> str:
-    """``HTTP 503: {"message": ...}``, never a token."""
-    body = describe_body(response.text or "")
+def describe_response(response: requests.Response, secrets: Iterable[str] = ()) -> str:
+    """``HTTP 503: {"message": ...}``, never a token: ``secrets`` (the tokens the request
+    sent) are removed wherever an answer echoes them, whatever their shape."""
+    body = describe_body(response.text or "", secrets)
     return f"HTTP {response.status_code}: {body}" if body else f"HTTP {response.status_code}"

@@ -340,7 +340,7 @@ def _handle_refresh_response(
         mark_issued(True)
         return _store_grant(current, data)
     code = error_code(data)
-    detail = describe_response(response)
+    detail = describe_response(response, [current.refresh_token, current.access_token])
     if code == "invalid_grant":
         return _mark_reauthorization_required(current, f"refresh answered {detail}", status)
     if code in {"invalid_client", "unauthorized_client"}:

@@ -130,6 +130,31 @@ def test_sec14_transient_failures_keep_both_tokens(rsps, expiring, status, body,
     assert_no_token(row.last_error + str(excinfo.value) + excinfo.value.body)
 
 
+# A refresh token in standard base64: "+" and "/" split it into pieces too short to look
+# like a token, so only knowing what was sent finds it in an answer that echoes it.
+BASE64_REFRESH_TOKEN = "KCkqKywtLi8wMTIzNDU2Nzg5Ojs8PT4/" * 4
+
+
+def test_an_error_answer_echoing_the_sent_tokens_is_recorded_without_them(rsps, make_connection):
+    connection = make_connection(
+        refresh_token=BASE64_REFRESH_TOKEN, expires_at=timezone.now() + timedelta(seconds=30)
+    )
+    echo = f"malformed refresh token {BASE64_REFRESH_TOKEN} for {ACCESS_TOKEN}"
+    add_refresh(rsps, status=400, json={"error": "invalid_request", "error_description": echo})
+    with pytest.raises(TransientRefreshError) as excinfo:
+        tokens.refresh(connection)
+    row = reload(connection)
+    secrets = [BASE64_REFRESH_TOKEN, ACCESS_TOKEN]
+    assert_no_token(row.last_error + str(excinfo.value) + excinfo.value.body, secrets)
+
+
+def test_a_revoke_answer_echoing_the_token_is_recorded_without_it(rsps, make_connection):
+    connection = make_connection(refresh_token=BASE64_REFRESH_TOKEN)
+    rsps.add(responses.POST, REVOKE_URL, status=400, body=f"bad token {BASE64_REFRESH_TOKEN}")
+    assert tokens.revoke(connection) is False
+    assert_no_token(reload(connection).last_error, [BASE64_REFRESH_TOKEN])
+
+
 @pytest.mark.parametrize(
     "exc",
     [
