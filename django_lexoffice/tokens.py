@@ -472,14 +472,18 @@ def revoke(connection: LexofficeConnection) -> bool:
     The connection ends ``revoked`` with no token stored whatever Lexware answers, in a
     transaction of its own; returns ``True`` when Lexware confirmed (HTTP 200) or there was
     nothing to revoke, ``False`` when it could not be reached or refused (recorded in
-    ``last_error``).
+    ``last_error``). A row deleted meanwhile stays deleted: its deletion revoked the grant
+    and sent the signal, so nothing is sent or saved.
     """
     slot_error = _take_revoke_slot()
 
-    def locked_revoke() -> tuple[LexofficeConnection, bool]:
+    def locked_revoke() -> tuple[LexofficeConnection | None, bool]:
         with transaction.atomic(), lock_timeout(connection.pk):
             current = LexofficeConnection.objects.select_for_update().filter(pk=connection.pk)
-            row = current.first() or connection
+            found = current.first()
+            if found is None and connection.pk is not None:
+                return None, True  # saving the caller's copy would bring the row back
+            row = found or connection
             row.last_error = ""
             row.last_error_at = None
             confirmed = revoke_at_lexware(row, slot_error=slot_error)
@@ -493,6 +497,8 @@ def revoke(connection: LexofficeConnection) -> bool:
         return row, confirmed
 
     row, confirmed = run_committed(locked_revoke)
+    if row is None:
+        return confirmed
     _copy_state(row, connection)
     connection_revoked.send(
         sender=LexofficeConnection,

@@ -155,6 +155,18 @@ def test_a_revoke_answer_echoing_the_token_is_recorded_without_it(rsps, make_con
     assert_no_token(reload(connection).last_error, [BASE64_REFRESH_TOKEN])
 
 
+def test_revoking_a_connection_deleted_meanwhile_leaves_it_deleted(
+    rsps, make_connection, capture_signal
+):
+    stale = make_connection()  # e.g. the user's "Disconnect" page, open in another tab
+    rsps.add(responses.POST, REVOKE_URL, status=200)
+    LexofficeConnection.objects.get(pk=stale.pk).delete()  # revokes at Lexware first
+    revoked = capture_signal(signals.connection_revoked)
+    assert tokens.revoke(stale) is True
+    assert not LexofficeConnection.objects.filter(pk=stale.pk).exists()
+    assert revoked == [] and len(rsps.calls) == 1
+
+
 @pytest.mark.parametrize(
     "exc",
     [
