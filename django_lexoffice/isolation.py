@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from django.db import DEFAULT_DB_ALIAS, OperationalError, connections
+from django.views.decorators.debug import sensitive_variables
 
 from .conf import settings as lexoffice_settings
 from .exceptions import ConnectionBusy, OwnTransactionUnavailable
@@ -67,6 +68,9 @@ def run_committed(func: Callable[[], T], *, using: str = DEFAULT_DB_ALIAS) -> T:
         )
     outcome: dict[str, Any] = {}
 
+    # Every frame below runs in another thread: error reports follow a frame's callers to
+    # find sensitive_variables, and these lead to the thread's start, not to our caller's.
+    @sensitive_variables()
     def target() -> None:
         _beside_callers_transaction.active = True
         try:

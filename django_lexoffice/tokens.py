@@ -213,6 +213,10 @@ class _Seen(NamedTuple):
     last_refreshed_at: datetime | None
     loaded: bool
 
+    def __repr__(self) -> str:  # never the token, wherever a repr ends up
+        token = "set" if self.access_token else "none"
+        return f"_Seen(access_token={token}, last_refreshed_at={self.last_refreshed_at!r})"
+
 
 def _seen_state(connection: LexofficeConnection) -> _Seen | None:
     """The token (or, where tokens were not loaded, the refresh time) the caller saw;

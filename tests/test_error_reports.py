@@ -8,20 +8,23 @@ whose locals carry the ``Authorization`` header and the form data.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db import transaction
 from django.test import RequestFactory
 from django.utils import timezone
 from django.views.debug import ExceptionReporter
 
-from django_lexoffice import tokens
+from django_lexoffice import isolation, tokens
 from django_lexoffice.client import LexofficeClient
 from django_lexoffice.exceptions import (
     ClientConfigurationError,
+    ConnectionBusy,
     LexofficeAPIError,
     LexofficeHTTPError,
     NoResponse,
@@ -198,4 +201,28 @@ def test_sec12_report_of_an_error_after_a_failed_revoke_holds_no_token(lexware, 
     finally:
         connection_revoked.disconnect(dispatch_uid="report-test")
     assert LexofficeConnection.objects.get().status == "revoked"
+    assert_clean(report(exc_info), SECRETS)
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(
+    os.environ.get("LEXOFFICE_TEST_DB") != "postgres",
+    reason="a refresh beside the caller's transaction needs PostgreSQL",
+)
+@pytest.mark.django_db(transaction=True)
+def test_sec12_report_of_a_refresh_beside_the_callers_transaction_holds_no_token(
+    make_connection, monkeypatch
+):
+    # The refresh runs in a thread of its own (isolation.run_committed): its frames lead
+    # back to that thread's start, not to the caller's sensitive_variables.
+    connection = make_connection(expires_at=timezone.now() + timedelta(seconds=30))
+    monkeypatch.setattr(isolation, "lock_timeout_seconds", lambda: 0.5)
+
+    def refresh_while_holding_the_row() -> None:
+        with transaction.atomic():  # as ATOMIC_REQUESTS would
+            LexofficeConnection.objects.filter(pk=connection.pk).update(company_name="x")
+            tokens.refresh(connection)
+
+    exc_info = raised(refresh_while_holding_the_row, ConnectionBusy)
+    assert "in _refresh_locked" in report(exc_info)  # the thread's frames are in the report
     assert_clean(report(exc_info), SECRETS)

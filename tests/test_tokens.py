@@ -297,3 +297,9 @@ def test_a_redirect_from_the_token_endpoint_is_not_followed(rsps, expiring):
         tokens.refresh(expiring)
     assert len(rsps.calls) == 1  # evil.test was never asked
     assert reload(expiring).refresh_token == REFRESH_TOKEN
+
+
+def test_what_refresh_remembers_of_the_callers_row_shows_no_token(make_connection):
+    seen = tokens._seen_state(make_connection())
+    assert seen is not None and seen.access_token == ACCESS_TOKEN
+    assert_no_token(repr(seen) + str(seen), [ACCESS_TOKEN])
