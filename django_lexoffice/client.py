@@ -42,6 +42,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+from django.db import transaction
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 from requests.adapters import HTTPAdapter
@@ -214,6 +215,9 @@ class LexofficeClient:
         #: Background work (a batch job, not a person waiting) takes only the rate-limit
         #: slots interactive callers leave.
         self.background = background
+        # A 402 note this client wrote or scheduled: a later success clears it even where a
+        # refresh in between replaced the instance's last_error.
+        self._noted_contract_issue = False
         self.session = self._make_session()
 
     @classmethod
@@ -485,21 +489,39 @@ class LexofficeClient:
 
     def _note_contract_state(self, method: str, url: str, response: requests.Response) -> None:
         """Record a 402 "contract issue" on the connection (it stays active), and clear it
-        once a call succeeds again."""
+        once a call succeeds again.
+
+        Written after the caller's transaction commits (at once outside one): a row lock
+        held until then would stall a refresh later in the same request, which runs in a
+        transaction of its own and waits for that lock.
+        """
         connection = self.connection
+        rows = LexofficeConnection.objects.using(connection._state.db or "default")
         if response.status_code == 402:
             body = describe_body(response.text or "", secrets=self._secrets())
             connection.last_error = (
                 f"{CONTRACT_ISSUE_PREFIX} {method} {urlsplit(url).path}: {body}"[:2000]
             )
             connection.last_error_at = timezone.now()
-        elif response.status_code < 400 and connection.last_error.startswith(CONTRACT_ISSUE_PREFIX):
+            rows = rows.filter(pk=connection.pk)
+            self._noted_contract_issue = True
+        elif response.status_code < 400 and (
+            self._noted_contract_issue or connection.last_error.startswith(CONTRACT_ISSUE_PREFIX)
+        ):
+            self._noted_contract_issue = False
             connection.last_error = ""
             connection.last_error_at = None
+            # Only the contract issue: a refresh may have recorded its own error meanwhile.
+            rows = rows.filter(pk=connection.pk, last_error__startswith=CONTRACT_ISSUE_PREFIX)
         else:
             return
         if connection.pk is not None:
-            connection.save(update_fields=["last_error", "last_error_at", "updated_at"])
+            values = {
+                "last_error": connection.last_error,
+                "last_error_at": connection.last_error_at,
+                "updated_at": timezone.now(),
+            }
+            transaction.on_commit(lambda: rows.update(**values), using=rows.db)
 
     @staticmethod
     def _no_response_error(method: str, path: str, exc: Exception) -> NoResponse:

@@ -280,3 +280,33 @@ def test_refresh_waiting_on_a_row_the_callers_transaction_locked_fails_clearly(
         LexofficeConnection.objects.select_for_update().get(pk=connection.pk)
         with pytest.raises(ConnectionBusy, match="caller's own transaction"):
             tokens.refresh(connection)
+
+
+def test_a_contract_issue_noted_inside_the_callers_transaction_does_not_block_a_refresh(
+    transactional_db, make_connection, monkeypatch
+):
+    """An API call's "402 contract issue" note is written after the caller's transaction: a
+    row lock held until then made the refresh after a 401 wait for it, then fail."""
+    import responses
+    from django.db import transaction
+
+    from django_lexoffice import isolation
+    from django_lexoffice.client import LexofficeClient
+    from django_lexoffice.exceptions import ContractIssue
+
+    from .lexware_responses import NEW_REFRESH, add_refresh
+
+    contacts = "https://api.lexware.io/v1/contacts"
+    connection = make_connection()
+    monkeypatch.setattr(isolation, "lock_timeout_seconds", lambda: 0.5)
+    with responses.RequestsMock() as lexware:
+        lexware.get(contacts, status=402, json={"message": "contract issue"})
+        lexware.get(contacts, status=401, json={"message": "Unauthorized"})
+        add_refresh(lexware)
+        lexware.get(contacts, json={"content": []})
+        with transaction.atomic(), LexofficeClient(connection) as client:  # ATOMIC_REQUESTS
+            with pytest.raises(ContractIssue):
+                client.get("/v1/contacts")
+            assert client.get("/v1/contacts").status_code == 200  # refreshed, then retried
+    row = LexofficeConnection.objects.get(pk=connection.pk)
+    assert (row.last_error, row.refresh_token) == ("", NEW_REFRESH)

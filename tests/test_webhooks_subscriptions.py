@@ -327,7 +327,7 @@ def test_fake_signing_key_is_made_once_and_verifies_with_its_public_pem(fake_lex
 
 
 def test_http_402_raises_contract_issue_keeps_the_connection_active_and_a_success_clears_it(
-    make_connection,
+    make_connection, django_capture_on_commit_callbacks
 ):
     import responses
 
@@ -344,14 +344,18 @@ def test_http_402_raises_contract_issue_keeps_the_connection_active_and_a_succes
         )
         rsps.add("GET", "https://api.lexware.io/v1/profile", json={"companyName": "X"})
         with LexofficeClient(connection) as client:
-            with pytest.raises(ContractIssue) as excinfo:
+            with (
+                pytest.raises(ContractIssue) as excinfo,
+                django_capture_on_commit_callbacks(execute=True),
+            ):
                 client.get("/v1/contacts")
             assert isinstance(excinfo.value, LexofficeAPIError) and excinfo.value.status == 402
             connection.refresh_from_db()
             assert connection.status == "active"
             assert "402 contract issue" in connection.last_error
             assert connection.access_token not in connection.last_error
-            client.get("/v1/profile")
+            with django_capture_on_commit_callbacks(execute=True):
+                client.get("/v1/profile")
     connection.refresh_from_db()
     assert connection.last_error == "" and connection.last_error_at is None
 
