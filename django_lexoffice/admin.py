@@ -34,7 +34,7 @@ from .admin_actions import ConnectionActionsMixin
 from .admin_webhooks import AuthorizationEndsFilter, ConnectionWebhooksAdminMixin
 from .backends import LexofficeOAuth2
 from .conf import settings as lexoffice_settings
-from .dates import format_local
+from .dates import DURATION_UNITS, format_local
 from .models import LexofficeConnection, LexofficeConnectionQuerySet
 from .policy import current_capacity
 
@@ -52,8 +52,10 @@ def expiry_in_words(expires_at: datetime, now: datetime | None = None) -> str:
     "expired 5 minutes ago" (Django's ``timeuntil`` / ``timesince``, translated)."""
     now = timezone.now() if now is None else now
     if expires_at > now:
-        return gettext("in %(duration)s") % {"duration": timeuntil(expires_at, now)}
-    return gettext("expired %(duration)s ago") % {"duration": timesince(expires_at, now)}
+        duration = timeuntil(expires_at, now, time_strings=DURATION_UNITS)
+        return gettext("in %(duration)s") % {"duration": duration}
+    duration = timesince(expires_at, now, time_strings=DURATION_UNITS)
+    return gettext("expired %(duration)s ago") % {"duration": duration}
 
 
 class ExpiryListFilter(admin.SimpleListFilter):

@@ -6,6 +6,19 @@ from datetime import datetime
 
 from django.utils import timezone
 from django.utils.formats import date_format
+from django.utils.translation import npgettext_lazy
+
+#: ``time_strings`` for Django's ``timeuntil``/``timesince`` where the duration follows "in"
+#: or precedes "ago": German needs the dative there ("in 2 Tagen", "vor 2 Monaten"), and
+#: Django's own units are nominative ("2 Tage"). Their context: "in/ago".
+DURATION_UNITS = {
+    "year": npgettext_lazy("in/ago", "%(num)d year", "%(num)d years", "num"),
+    "month": npgettext_lazy("in/ago", "%(num)d month", "%(num)d months", "num"),
+    "week": npgettext_lazy("in/ago", "%(num)d week", "%(num)d weeks", "num"),
+    "day": npgettext_lazy("in/ago", "%(num)d day", "%(num)d days", "num"),
+    "hour": npgettext_lazy("in/ago", "%(num)d hour", "%(num)d hours", "num"),
+    "minute": npgettext_lazy("in/ago", "%(num)d minute", "%(num)d minutes", "num"),
+}
 
 
 def format_local(value: datetime, format_name: str) -> str:

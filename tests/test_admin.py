@@ -22,7 +22,7 @@ from django.db import connection as db_connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.html import escape
 from django.utils.text import capfirst
 from social_django.models import UserSocialAuth
@@ -138,6 +138,22 @@ NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 def test_expiry_in_words(offset: timedelta, words: str) -> None:
     # Django's timeuntil/timesince (translated with Django's own catalogues).
     assert expiry_in_words(NOW + offset, now=NOW).replace("\xa0", " ") == words
+
+
+@pytest.mark.parametrize(
+    ("offset", "words"),
+    [
+        (timedelta(days=2, hours=5), "in 2 Tagen, 5 Stunden"),
+        (timedelta(days=1, minutes=30), "in 1 Tag"),
+        (timedelta(days=400), "in 1 Jahr, 1 Monat"),
+        (-timedelta(days=3, hours=2), "vor 3 Tagen, 2 Stunden abgelaufen"),
+        (-timedelta(days=70), "vor 2 Monaten, 1 Woche abgelaufen"),
+        (-timedelta(days=800), "vor 2 Jahren, 2 Monaten abgelaufen"),
+    ],
+)
+def test_expiry_in_words_in_german_uses_the_dative(offset: timedelta, words: str) -> None:
+    with translation.override("de"):
+        assert expiry_in_words(NOW + offset, now=NOW).replace("\xa0", " ") == words
 
 
 def test_expiry_in_words_defaults_to_now() -> None:
