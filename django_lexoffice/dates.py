@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from django.utils import timezone
 from django.utils.formats import date_format
@@ -11,7 +12,7 @@ from django.utils.translation import npgettext_lazy
 #: ``time_strings`` for Django's ``timeuntil``/``timesince`` where the duration follows "in"
 #: or precedes "ago": German needs the dative there ("in 2 Tagen", "vor 2 Monaten"), and
 #: Django's own units are nominative ("2 Tage"). Their context: "in/ago".
-DURATION_UNITS = {
+DURATION_UNITS: dict[str, Any] = {  # lazy strings, as Django's own TIME_STRINGS
     "year": npgettext_lazy("in/ago", "%(num)d year", "%(num)d years", "num"),
     "month": npgettext_lazy("in/ago", "%(num)d month", "%(num)d months", "num"),
     "week": npgettext_lazy("in/ago", "%(num)d week", "%(num)d weeks", "num"),
