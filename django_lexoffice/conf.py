@@ -194,14 +194,7 @@ class Settings:
 
     @property
     def REFRESH_MARGIN(self) -> int:
-        value = getattr(django_settings, "LEXOFFICE_REFRESH_MARGIN", 300)
-        margin = _number(value)
-        if margin is None or margin < 0:
-            raise ImproperlyConfigured(
-                "LEXOFFICE_REFRESH_MARGIN must be a number of seconds, 0 or more, such as 300, "
-                f"not {value!r}."
-            )
-        return int(margin)
+        return int(_seconds("LEXOFFICE_REFRESH_MARGIN", 300))
 
     @property
     def RATE_LIMIT(self) -> float:
@@ -223,14 +216,7 @@ class Settings:
     @property
     def RATE_LIMIT_MAX_WAIT(self) -> float:
         """Seconds a caller may wait for the shared bucket before giving up."""
-        value = getattr(django_settings, "LEXOFFICE_RATE_LIMIT_MAX_WAIT", 30.0)
-        max_wait = _number(value)
-        if max_wait is None or max_wait < 0:
-            raise ImproperlyConfigured(
-                "LEXOFFICE_RATE_LIMIT_MAX_WAIT must be a number of seconds, 0 or more, such as "
-                f"30, not {value!r}."
-            )
-        return max_wait
+        return _seconds("LEXOFFICE_RATE_LIMIT_MAX_WAIT", 30.0)
 
     @property
     def REFRESH_POLICY(self) -> str:
@@ -315,6 +301,17 @@ class Settings:
                 f"days such as 730, or None to turn the renewal reminders off, not {value!r}."
             )
         return lifetime
+
+
+def _seconds(name: str, default: float) -> float:
+    """Setting ``name``: a number of seconds, 0 or more (``default`` when unset)."""
+    value = getattr(django_settings, name, default)
+    seconds = _number(value)
+    if seconds is None or seconds < 0:
+        raise ImproperlyConfigured(
+            f"{name} must be a number of seconds, 0 or more, such as {default:g}, not {value!r}."
+        )
+    return seconds
 
 
 def _number(value: Any) -> float | None:
