@@ -58,6 +58,17 @@ TOKEN_KEYS = frozenset(
 _MISSING = object()
 
 
+#: 64 characters of [A-Za-z0-9] (RFC 7636 allows 43 to 128 unreserved characters).
+_CODE_VERIFIER_LENGTH = 64
+#: social-auth settings the backend answers itself, whatever the site configures.
+_FORCED_SETTINGS: dict[str, Any] = {
+    "PKCE_CODE_CHALLENGE_METHOD": "S256",
+    "PKCE_CODE_VERIFIER_LENGTH": _CODE_VERIFIER_LENGTH,
+    "USE_PKCE": True,
+    "VERIFY_SSL": True,
+}
+
+
 def sanitize_connection_name(value: str) -> str:
     """Strip every character Lexware does not allow in ``connection_name``."""
     cleaned = _CONNECTION_NAME_FORBIDDEN.sub("", value)
@@ -75,10 +86,10 @@ class LexofficeOAuth2(BaseOAuth2PKCE[Any]):
     ACCESS_TOKEN_METHOD = "POST"
     REVOKE_TOKEN_METHOD = "POST"
     PKCE_DEFAULT_CODE_CHALLENGE_METHOD = "S256"
-    # 64 characters of [A-Za-z0-9] (RFC 7636 allows 43 to 128 unreserved characters).
-    PKCE_DEFAULT_CODE_VERIFIER_LENGTH = 64
+    PKCE_DEFAULT_CODE_VERIFIER_LENGTH = _CODE_VERIFIER_LENGTH
     SEND_USER_AGENT = True
     _spent_state: Any = _MISSING
+    _started_state: str | None = None
     EXTRA_DATA = [
         ("organizationId", "organization_id"),
         ("companyName", "company_name"),
@@ -112,6 +123,8 @@ class LexofficeOAuth2(BaseOAuth2PKCE[Any]):
 
     #: Rate-limit slots the callback took ahead for its calls (code exchange and profile).
     _reserved_slots = 0
+    #: The validated token response of this callback's code exchange (revoke_issued_grant).
+    _issued_grant: dict[str, Any] | None = None
 
     @sensitive_variables()  # form data, Basic auth and Bearer header, also in frames below
     def request(self, url: str, **kwargs: Any) -> Any:
@@ -123,13 +136,15 @@ class LexofficeOAuth2(BaseOAuth2PKCE[Any]):
         kwargs.setdefault("timeout", lexoffice_settings.TIMEOUT)
         return super().request(url, **kwargs)
 
-    # -- PKCE: S256 only -----------------------------------------------------------------
+    # -- PKCE: S256 only; TLS always verified ---------------------------------------------
 
     def setting(self, name: str, default: Any = None) -> Any:
-        if name == "PKCE_CODE_CHALLENGE_METHOD":
-            return "S256"
-        if name == "USE_PKCE":
-            return True
+        # These are security properties of the flow, not choices: a site-wide
+        # SOCIAL_AUTH_VERIFY_SSL = False set for another provider, or a verifier length
+        # outside RFC 7636's 43 to 128, must not reach the code exchange or /v1/profile.
+        forced = _FORCED_SETTINGS.get(name, _MISSING)
+        if forced is not _MISSING:
+            return forced
         return super().setting(name, default)
 
     def generate_code_challenge(self, code_verifier: str, challenge_method: str) -> str:
@@ -150,10 +165,32 @@ class LexofficeOAuth2(BaseOAuth2PKCE[Any]):
         # redirect_uri or connection_name holding "?", "=", "/" or spaces would reach
         # Lexware mangled. Percent-encode properly; Lexware decodes and compares exactly.
         state = self.get_or_create_state()
+        self._started_state = state
         params = self.auth_params(state)  # type: ignore[no-untyped-call]
         params.update(self.get_scope_argument())  # type: ignore[no-untyped-call]
         params.update(self.auth_extra_arguments())
         return f"{self.authorization_url()}?{urlencode(params, quote_via=quote)}"
+
+    def keep_with_flow(self, key: str, value: str) -> None:
+        """Keep ``value`` with the flow this request just started, in the session beside its
+        PKCE verifier (social-core's record of the flow, under its state).
+
+        It shares the flow's fate: the callback that spends that state gets it back from
+        :meth:`kept_with_flow`; other flows never see it; expired flows are pruned with it.
+        """
+        if self._started_state is None:
+            return
+        key_of_flow = self.transaction_key(self._started_state)
+        record = self.strategy.session_get(key_of_flow)
+        if isinstance(record, dict):
+            self.strategy.session_set(key_of_flow, {**record, key: value})
+
+    def kept_with_flow(self, key: str) -> Any:
+        """What :meth:`keep_with_flow` kept with the flow whose state this callback spent
+        (``None`` before :meth:`spend_state` succeeded)."""
+        # social-core keeps the spent flow's record here (its verifier comes from it too).
+        record = getattr(self, "_oauth2_transaction", None)
+        return record.get(key) if isinstance(record, dict) else None
 
     def auth_extra_arguments(self) -> dict[str, str]:
         arguments = super().auth_extra_arguments()
@@ -215,6 +252,7 @@ class LexofficeOAuth2(BaseOAuth2PKCE[Any]):
             method="POST",
         )
         response = self.validate_token_response(response)
+        self._issued_grant = response  # until stored: see revoke_issued_grant()
         return self.do_auth(response["access_token"], *args, response=response, **kwargs)
 
     @sensitive_variables()
@@ -237,7 +275,7 @@ class LexofficeOAuth2(BaseOAuth2PKCE[Any]):
         """
         grant = parse_token_response(response)
         if not grant.usable:
-            self._revoke_refused_grant(response)
+            self._revoke_grant(response)
             raise AuthResponseError(self, code="malformed_response", stage="token_exchange")
         if grant.problems:
             logger.warning("lexoffice code exchange answered with %s", "; ".join(grant.problems))
@@ -249,7 +287,19 @@ class LexofficeOAuth2(BaseOAuth2PKCE[Any]):
         }
 
     @sensitive_variables()
-    def _revoke_refused_grant(self, response: Any) -> None:
+    def revoke_issued_grant(self) -> None:
+        """Revoke the grant this callback's code exchange created, if there was one.
+
+        For a callback that failed after the exchange (the profile call, the pipeline, the
+        database): nothing stored holds the grant, yet Lexware keeps it alive. Call it once
+        the pipeline's transaction has ended.
+        """
+        response, self._issued_grant = self._issued_grant, None
+        if response is not None:
+            self._revoke_grant(response)
+
+    @sensitive_variables()
+    def _revoke_grant(self, response: Any) -> None:
         if not isinstance(response, dict):
             return
         # The refresh token revokes the whole grant; the access token is the fallback.
@@ -263,7 +313,7 @@ class LexofficeOAuth2(BaseOAuth2PKCE[Any]):
             return
         error = revoke_token(token)
         if error:
-            logger.warning("Could not revoke a refused lexoffice grant: %s", error)
+            logger.warning("Could not revoke an unused lexoffice grant: %s", error)
 
     # -- identity: /v1/profile -------------------------------------------------------------
 

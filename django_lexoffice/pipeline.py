@@ -15,9 +15,12 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
+from social_core.exceptions import AuthPolicyError
+from social_core.utils import user_is_active
 
 from .backends import TOKEN_KEYS, LexofficeOAuth2
 from .conf import settings as lexoffice_settings
+from .exceptions import TokenDecryptionError
 from .http import revoke_token
 from .models import LexofficeConnection
 from .signals import connection_created
@@ -43,19 +46,23 @@ def save_connection(
     the scopes that were requested (Lexware's ``scope`` echo is coarse) and
     scrubs tokens from the social-auth association. A reconnect that brings a new
     ``connectionId`` replaces a grant nobody holds any more: it is revoked at Lexware
-    once the new one is committed.
+    once the new one is committed. An inactive user gets no connection.
     """
     if getattr(backend, "name", None) != LexofficeOAuth2.name or user is None or not response:
         return None
+    _refuse_inactive_user(backend, user)
     created_by = response.get("created") or {}
     with transaction.atomic():
-        connection, created = LexofficeConnection.objects.select_for_update().get_or_create(
+        # Tokens unloaded: a reconnect must work even when the stored ones cannot be
+        # decrypted any more (a lost or wrongly rotated FIELD_ENCRYPTION_KEY).
+        queryset = LexofficeConnection.objects.select_for_update().without_tokens()
+        connection, created = queryset.get_or_create(
             user=user, organization_id=str(response["organizationId"])
         )
         connection_id = str(response.get("connectionId") or "")[:64]
         replaced = ""
         if not created and connection.connection_id != connection_id:
-            replaced = connection.refresh_token
+            replaced = _replaced_refresh_token(connection)
         connection.connection_id = connection_id
         connection.company_name = str(response.get("companyName") or "")[:255]
         connection.lexoffice_user_id = str(created_by.get("userId") or "")[:64]
@@ -86,6 +93,31 @@ def save_connection(
             sender=LexofficeConnection, connection=connection, user=user, request=request
         )
     return {"lexoffice_connection": connection}
+
+
+def _refuse_inactive_user(backend: Any, user: Any) -> None:
+    """Raise ``AuthPolicyError`` for an inactive user, as social-core refuses to log them in.
+
+    Unless ``SOCIAL_AUTH_ALLOW_INACTIVE_USERS_LOGIN`` lets them in (read as ``do_complete``
+    reads it), an inactive user gets no connection: the tokens would serve nobody, and the
+    callback would report a connection the user cannot use. The callback revokes the grant.
+    """
+    if user_is_active(user) or backend.strategy.setting("ALLOW_INACTIVE_USERS_LOGIN", False):
+        return
+    raise AuthPolicyError(backend, code="authentication_disallowed", stage="pipeline")
+
+
+def _replaced_refresh_token(connection: LexofficeConnection) -> str:
+    """The stored refresh token a reconnect replaces, or "" when this key cannot read it."""
+    try:
+        return connection.refresh_token or ""
+    except TokenDecryptionError:
+        logger.warning(
+            "lexoffice connection %s was reconnected; its replaced grant cannot be revoked: "
+            "FIELD_ENCRYPTION_KEY cannot decrypt the stored refresh token",
+            connection.pk,
+        )
+        return ""
 
 
 @sensitive_variables("refresh_token")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import wraps
 from typing import TYPE_CHECKING, Any
 
@@ -57,7 +58,9 @@ class AuthenticatedHttpRequest(HttpRequest):
     user: User
 
 
-#: Session key of the validated ``next`` URL, stored before leaving for Lexware.
+#: Key of the validated ``next`` URL, stored before leaving for Lexware in the session's
+#: record of that flow (under its state): each flow has its own, given back only to the
+#: callback that spends that state.
 NEXT_SESSION_KEY = "lexoffice_next"
 # do_complete() must not pick a redirect target of its own from the session.
 _UNUSED_REDIRECT_NAME = "lexoffice_unused_redirect"
@@ -165,21 +168,18 @@ def login(request: HttpRequest) -> HttpResponse:
     next_url = _safe_next(request, source.get(REDIRECT_FIELD_NAME))
     if request.method == "GET":
         return render(request, "django_lexoffice/login.html", {"next": next_url or ""})
-    if next_url:
-        request.session[NEXT_SESSION_KEY] = next_url
-    else:
-        request.session.pop(NEXT_SESSION_KEY, None)
     if not lexoffice_settings.CLIENT_ID:
         logger.error("SOCIAL_AUTH_LEXOFFICE_KEY is not set (system check lexoffice.E001)")
         return _failure_page(request, "configuration")
     user = request.user if request.user.is_authenticated else None
     try:
-        response: HttpResponse = do_auth(
-            _load_backend(request), redirect_name=_UNUSED_REDIRECT_NAME, user=user
-        )
+        backend = _load_backend(request)
+        response: HttpResponse = do_auth(backend, redirect_name=_UNUSED_REDIRECT_NAME, user=user)
     except (SocialAuthBaseException, LexofficeConfigurationError):
         logger.exception("Cannot start the lexoffice authorization")
         return _failure_page(request, "configuration")
+    if next_url:
+        backend.keep_with_flow(NEXT_SESSION_KEY, next_url)
     return response
 
 
@@ -230,15 +230,32 @@ def _forget_query_afterwards(view: Any) -> Any:
     return wrapper
 
 
+#: ``request.META`` keys that may hold the request's URI with its query: uWSGI and
+#: mod_wsgi (``REQUEST_URI``), gunicorn (``RAW_URI``), proxies that pass the original URI on.
+_URI_KEYS = (
+    "REQUEST_URI",
+    "RAW_URI",
+    "HTTP_X_ORIGINAL_URI",
+    "HTTP_X_ORIGINAL_URL",
+    "HTTP_X_REWRITE_URL",
+    "HTTP_X_FORWARDED_URI",
+)
+
+
 def _forget_query(request: HttpRequest) -> None:
-    query = request.META.get("QUERY_STRING", "")
-    if not query:
+    """Drop the query (code and state) from ``request``: ``GET``, ``QUERY_STRING`` and the
+    URI-carrying keys of ``META``. Every other key stays as it is."""
+    if not request.META.get("QUERY_STRING"):
         return
     # A copy: the WSGI environ itself stays as the server handed it over.
-    request.META = {
-        key: value.replace(f"?{query}", "").replace(query, "") if isinstance(value, str) else value
-        for key, value in request.META.items()
-    }
+    meta = dict(request.META)
+    meta["QUERY_STRING"] = ""
+    for key in _URI_KEYS:
+        value = meta.get(key)
+        if isinstance(value, str):
+            # Everything after "?", in whatever encoding the server or proxy kept it.
+            meta[key] = value.partition("?")[0]
+    request.META = meta
     request.GET = QueryDict()
 
 
@@ -268,12 +285,13 @@ def callback(request: HttpRequest) -> HttpResponse:
         # From here on the request shows no code or state, also to error reports of
         # failures inside the pipeline.
         _forget_query(request)
-        next_url = request.session.pop(NEXT_SESSION_KEY, None)
         user = request.user if request.user.is_authenticated else None
         _spend_state(request, backend)
+        # Only now: a forged callback (wrong state) must not touch a pending flow's next.
+        next_url = backend.kept_with_flow(NEXT_SESSION_KEY)
         # One transaction for the whole pipeline: a failure after the user or the
         # association was created must not leave them behind without a connection.
-        with transaction.atomic():
+        with _revoke_grant_on_failure(backend), transaction.atomic():
             result = do_complete(backend, _do_login, user=user, redirect_name=_UNUSED_REDIRECT_NAME)
     except (SocialAuthBaseException, LexofficeError, requests.RequestException) as exc:
         reason = _classify(exc)
@@ -296,8 +314,9 @@ def callback(request: HttpRequest) -> HttpResponse:
         _("%(company)s is connected.") % {"company": connection.display_name},
         fail_silently=True,
     )
-    target = next_url if _safe_next(request, next_url) else reverse("lexoffice:connections")
-    return HttpResponseRedirect(target)
+    if not isinstance(next_url, str) or not _safe_next(request, next_url):
+        next_url = reverse("lexoffice:connections")
+    return HttpResponseRedirect(next_url)
 
 
 def _spend_state(request: HttpRequest, backend: LexofficeOAuth2) -> None:
@@ -310,6 +329,20 @@ def _spend_state(request: HttpRequest, backend: LexofficeOAuth2) -> None:
     with transaction.atomic():
         backend.spend_state()
     request.session.save()
+
+
+@contextmanager
+def _revoke_grant_on_failure(backend: LexofficeOAuth2) -> Iterator[None]:
+    """When the block fails after the code exchange, revoke the grant it created.
+
+    Entered outside the pipeline's transaction, so the revocation comes after the rollback:
+    no row holds the grant then, and Lexware would keep it alive for nobody.
+    """
+    try:
+        yield
+    except Exception:
+        backend.revoke_issued_grant()
+        raise
 
 
 def _failure_page(request: HttpRequest, reason: str) -> HttpResponse:

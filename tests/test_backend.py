@@ -7,6 +7,7 @@ import hashlib
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import requests
 from django.test import override_settings
 from social_core.exceptions import AuthConfigurationError
 
@@ -15,6 +16,8 @@ from django_lexoffice.backends import (
     LexofficeOAuth2,
     sanitize_connection_name,
 )
+
+from .test_flow import connect
 
 pytestmark = pytest.mark.django_db
 
@@ -80,6 +83,34 @@ def test_sec01_sec05_authorize_request_is_code_flow_with_s256(client):
 def test_sec05_a_plain_setting_is_ignored(client):
     _, params = start_flow(client)
     assert params["code_challenge_method"] == "S256"
+
+
+@pytest.mark.parametrize("length", [8, 200])
+def test_sec05_a_verifier_length_setting_is_ignored(client, settings, length):
+    # RFC 7636 allows 43 to 128 characters; Lexware would refuse the code exchange.
+    settings.SOCIAL_AUTH_PKCE_CODE_VERIFIER_LENGTH = length
+    settings.SOCIAL_AUTH_LEXOFFICE_PKCE_CODE_VERIFIER_LENGTH = length
+    _, params = start_flow(client)
+    verifier = session_verifier(client, params["state"])
+    assert len(verifier) == LexofficeOAuth2.PKCE_DEFAULT_CODE_VERIFIER_LENGTH
+    assert 43 <= len(verifier) <= 128
+
+
+@pytest.mark.parametrize("name", ["SOCIAL_AUTH_VERIFY_SSL", "SOCIAL_AUTH_LEXOFFICE_VERIFY_SSL"])
+def test_sec13_a_verify_ssl_setting_cannot_turn_off_certificate_checks(
+    client, fake_lexware, settings, monkeypatch, name
+):
+    setattr(settings, name, False)  # e.g. set site-wide for another provider
+    real_request = requests.request
+    seen = []
+
+    def spy(method, url, **kwargs):
+        seen.append((urlsplit(url).path, kwargs.get("verify")))
+        return real_request(method, url, **kwargs)
+
+    monkeypatch.setattr(requests, "request", spy)
+    assert connect(client, fake_lexware).status_code == 302
+    assert seen == [("/oauth2/token", True), ("/v1/profile", True)]
 
 
 def test_sec05_each_flow_gets_a_fresh_state_and_verifier(client):

@@ -183,6 +183,37 @@ def test_sec12_4xx_callback_logs_hold_no_code_or_state(client, fake_lexware, cap
     _assert_absent(_record_text(caplog.records), _secrets_of(callback_url))
 
 
+def test_sec12_the_query_is_dropped_from_every_uri_the_server_passes_on(client, fake_lexware):
+    callback_url = fake_lexware.approve(begin(client))
+    parts = urlsplit(callback_url)
+    uri = f"{parts.path}?{parts.query}"
+    # uWSGI and mod_wsgi, gunicorn, a proxy passing the original URI on.
+    uri_keys = {"REQUEST_URI": uri, "RAW_URI": uri, "HTTP_X_ORIGINAL_URI": uri}
+    response = client.get(parts.path, QUERY_STRING=parts.query, **uri_keys)
+    assert response.status_code == 302
+    meta = response.wsgi_request.META
+    assert {key: meta[key] for key in uri_keys} == dict.fromkeys(uri_keys, parts.path)
+    assert meta["QUERY_STRING"] == "" and not response.wsgi_request.GET
+    _assert_absent(repr(meta), _secrets_of(callback_url))
+
+
+@pytest.mark.parametrize("query_string", ["e", "t", "1", "0", "/", "lexoffice", "state=s&code=c"])
+def test_dropping_the_query_leaves_the_rest_of_the_request_alone(client, query_string):
+    # A query that happens to occur in other values ("?e" in "testserver") mangled them.
+    meta = {
+        "HTTP_HOST": "testserver",
+        "REMOTE_ADDR": "10.0.0.1",
+        "HTTP_USER_AGENT": "Mozilla/5.0 (lexoffice test)",
+    }
+    response = client.get("/lexoffice/callback/", QUERY_STRING=query_string, **meta)
+    assert response.status_code == 400
+    request = response.wsgi_request
+    assert request.META["QUERY_STRING"] == ""
+    assert {key: request.META[key] for key in meta} == meta
+    assert request.META["SERVER_NAME"] == "testserver"
+    assert request.path_info == request.META["PATH_INFO"] == "/lexoffice/callback/"
+
+
 # -- too many parameters ---------------------------------------------------------------------
 
 

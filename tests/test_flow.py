@@ -7,6 +7,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import DatabaseError
 from django.db import connection as db_connection
 from social_django.models import UserSocialAuth
 
@@ -225,6 +226,17 @@ def test_sec07_two_tabs_two_flows_both_work(client, fake_lexware, user):
     assert LexofficeConnection.objects.count() == 2
 
 
+def test_sec07_sec08_two_tabs_each_land_on_their_own_next(client, fake_lexware, user):
+    client.force_login(user)
+    companies = fake_lexware.companies()
+    first = begin(client, next="/first/")
+    second = begin(client, next="/second/")
+    first_cb = fake_lexware.approve(first, company=companies[0]["organization_id"])
+    second_cb = fake_lexware.approve(second, company=companies[1]["organization_id"])
+    assert follow_callback(client, first_cb)["Location"] == "/first/"
+    assert follow_callback(client, second_cb)["Location"] == "/second/"
+
+
 def test_sec05_code_exchange_uses_the_flows_verifier(client, fake_lexware):
     # The fake checks S256(verifier) == challenge and Basic auth; a mixed-up verifier fails.
     url = begin(client)
@@ -257,6 +269,22 @@ def test_sec08_next_is_checked_and_kept_server_side(client, fake_lexware, next_v
     response = connect(client, fake_lexware, next=next_value)
     assert response.status_code == 302
     assert response["Location"] == expected
+
+
+def test_sec03_sec08_a_forged_callback_keeps_the_pending_next(client, fake_lexware):
+    url = begin(client, next="/after/")
+    # e.g. <img src="https://site/lexoffice/callback/?state=x"> on a page the user visits
+    assert client.get("/lexoffice/callback/", {"state": "forged"}).status_code == 400
+    response = follow_callback(client, fake_lexware.approve(url))
+    assert response["Location"] == "/after/"
+
+
+def test_sec08_a_flow_without_next_neither_takes_nor_drops_another_flows(client, fake_lexware):
+    with_next = begin(client, next="/after/")
+    without_next = begin(client)
+    response = follow_callback(client, fake_lexware.approve(without_next))
+    assert response["Location"] == "/lexoffice/connections/"
+    assert follow_callback(client, fake_lexware.approve(with_next))["Location"] == "/after/"
 
 
 def test_sec08_next_on_the_callback_query_is_ignored(client, fake_lexware):
@@ -307,6 +335,80 @@ def test_already_connected_to_another_user(client, fake_lexware, django_user_mod
     response = connect(client, fake_lexware, company=company["organization_id"])
     assert response.status_code == 409
     assert not LexofficeConnection.objects.filter(user=someone).exists()
+
+
+@pytest.mark.parametrize("kind", ["server_error", "non_json", "rate_limit", "connection_reset"])
+def test_sec18_a_failed_profile_call_revokes_the_grant_of_the_code_exchange(
+    client, fake_lexware, kind
+):
+    fake_lexware.inject("profile", kind)
+    response = connect(client, fake_lexware)
+    assert response.status_code == 502
+    assert fake_lexware.count("token") == 1 and fake_lexware.count("revoke") == 1
+    assert fake_lexware.live_grants() == []
+    assert_nothing_stored()
+
+
+def test_already_connected_to_another_user_revokes_the_new_grant(
+    client, fake_lexware, django_user_model
+):
+    company = fake_lexware.companies()[0]["organization_id"]
+    connect(client, fake_lexware, company=company)
+    connection = LexofficeConnection.objects.get()
+    client.logout()
+    client.force_login(django_user_model.objects.create_user("someone"))
+    assert connect(client, fake_lexware, company=company).status_code == 409
+    assert len(fake_lexware.live_grants()) == 1
+    assert fake_lexware.is_refresh_token_valid(connection.refresh_token)  # the stored one lives
+
+
+def test_a_database_error_in_the_pipeline_revokes_the_new_grant(client, fake_lexware, monkeypatch):
+    def explode(*args, **kwargs):
+        raise DatabaseError("database went away")
+
+    monkeypatch.setattr(
+        "django_lexoffice.pipeline.LexofficeConnection.objects.select_for_update", explode
+    )
+    response = connect(client, fake_lexware)
+    assert response.status_code == 500
+    assert fake_lexware.count("token") == 1 and fake_lexware.live_grants() == []
+    assert_nothing_stored()
+
+
+def test_an_inactive_user_gets_no_connection_and_the_new_grant_is_revoked(client, fake_lexware):
+    company = fake_lexware.companies()[0]["organization_id"]
+    connect(client, fake_lexware, company=company)
+    client.logout()
+    before = LexofficeConnection.objects.get()
+    get_user_model().objects.update(is_active=False)
+    response = connect(client, fake_lexware, company=company)
+    assert response.status_code == 403 and response["Referrer-Policy"] == "strict-origin"
+    assert b"not allowed to sign in here" in response.content
+    assert "_auth_user_id" not in client.session
+    after = LexofficeConnection.objects.get()
+    assert after.refresh_token == before.refresh_token  # the stored connection is untouched
+    assert after.authorized_at == before.authorized_at
+    assert len(fake_lexware.live_grants()) == 1
+    assert fake_lexware.is_refresh_token_valid(before.refresh_token)
+
+
+def test_an_inactive_user_without_a_connection_gets_none(client, fake_lexware):
+    connect(client, fake_lexware)
+    client.logout()
+    LexofficeConnection.objects.all().delete()
+    get_user_model().objects.update(is_active=False)
+    assert connect(client, fake_lexware).status_code == 403
+    assert not LexofficeConnection.objects.exists()
+
+
+def test_allow_inactive_users_login_lets_an_inactive_user_connect(client, fake_lexware, settings):
+    settings.SOCIAL_AUTH_ALLOW_INACTIVE_USERS_LOGIN = True  # social-core's own switch
+    connect(client, fake_lexware)
+    client.logout()
+    LexofficeConnection.objects.all().delete()
+    get_user_model().objects.update(is_active=False)
+    assert connect(client, fake_lexware).status_code == 302
+    assert LexofficeConnection.objects.get().user.is_active is False
 
 
 def test_custom_pipeline_with_the_save_step(client, fake_lexware, settings):

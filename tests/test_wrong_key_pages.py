@@ -16,6 +16,7 @@ from django.urls import reverse
 from django_lexoffice.models import LexofficeConnection
 
 from .conftest import ACCESS_TOKEN, REFRESH_TOKEN
+from .test_flow import connect
 
 pytestmark = pytest.mark.django_db
 
@@ -75,6 +76,27 @@ def test_sec11_admin_list_and_detail_work_with_a_wrong_key(
     }
     assert "not set" in fields["access_token_state"]
     assert "not set" not in fields["refresh_token_state"]
+
+
+def test_sec11_reconnecting_after_the_key_was_lost_stores_the_new_tokens(
+    client, user, fake_lexware, wrong_key, caplog, django_capture_on_commit_callbacks
+):
+    client.force_login(user)
+    company = fake_lexware.companies()[0]["organization_id"]
+    assert connect(client, fake_lexware, company=company).status_code == 302
+    wrong_key()  # the old key is lost: the stored tokens cannot be read any more
+    with django_capture_on_commit_callbacks(execute=True):
+        response = connect(client, fake_lexware, company=company)
+    assert response.status_code == 302
+    assert response["Location"] == "/lexoffice/connections/"
+    connection = LexofficeConnection.objects.get()
+    assert connection.status == "active"
+    assert fake_lexware.is_access_token_valid(connection.access_token)
+    assert fake_lexware.is_refresh_token_valid(connection.refresh_token)
+    # The replaced grant cannot be revoked without its refresh token: said, without secrets.
+    assert fake_lexware.count("revoke") == 0
+    assert "cannot decrypt the stored refresh token" in caplog.text
+    assert connection.refresh_token not in caplog.text
 
 
 def test_token_markers_never_decrypt_after_without_tokens(make_connection, wrong_key):
