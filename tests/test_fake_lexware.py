@@ -12,6 +12,7 @@ import json
 import re
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -645,9 +646,6 @@ def test_refresh_rotates_both_tokens(fake: FakeLexware) -> None:
     assert new["access_token"] != tokens["access_token"]
     assert response.headers["Cache-Control"] == "no-store"
     # The old refresh token is dead, and so is the old access token.
-    old = refresh(tokens["refresh_token"])
-    assert old.status_code == 400
-    assert oauth_error(old) == "invalid_grant"
     assert api_get("/v1/profile", tokens["access_token"]).status_code == 401
     assert api_get("/v1/profile", new["access_token"]).status_code == 200
     assert fake.is_refresh_token_valid(new["refresh_token"])
@@ -658,13 +656,50 @@ def test_refresh_rotates_both_tokens(fake: FakeLexware) -> None:
     assert fake.connection_id_for(new["refresh_token"]) == connection_id
 
 
-def test_concurrent_refreshes_rotate_exactly_once(fake: FakeLexware) -> None:
+def test_a_rotated_refresh_token_presented_again_ends_the_connection(fake: FakeLexware) -> None:
+    """LEXOFFICE.md: two concurrent refreshes with the same refresh token break the
+    connection. The second one presents a token the first already rotated."""
+    tokens = connect(fake)
+    new = refresh(tokens["refresh_token"]).json()
+    again = refresh(tokens["refresh_token"])
+    assert (again.status_code, oauth_error(again)) == (400, "invalid_grant")
+    assert not fake.is_refresh_token_valid(new["refresh_token"])
+    assert api_get("/v1/profile", new["access_token"]).status_code == 401
+    assert oauth_error(refresh(new["refresh_token"])) == "invalid_grant"
+    assert fake.live_grants() == []
+
+
+def test_concurrent_refreshes_rotate_exactly_once_and_break_the_connection(
+    fake: FakeLexware,
+) -> None:
     tokens = connect(fake)
     with ThreadPoolExecutor(max_workers=8) as pool:
         responses_ = list(pool.map(lambda _: refresh(tokens["refresh_token"]), range(8)))
     statuses = sorted(response.status_code for response in responses_)
     assert statuses == [200] + [400] * 7
     assert fake.count("refresh") == 1
+    (won,) = [response.json() for response in responses_ if response.status_code == 200]
+    assert not fake.is_refresh_token_valid(won["refresh_token"])  # as at Lexware
+
+
+def test_a_connection_ended_while_it_rotates_stays_ended(
+    fake: FakeLexware, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tokens = connect(fake)
+    connection_id = fake.connection_id_for(tokens["refresh_token"])
+    rotate = clock.FakeState._new_tokens
+    ender = threading.Thread(target=fake.revoke_connection, args=(connection_id,))
+
+    def user_ends_it_meanwhile(self: Any, grant: Any) -> dict[str, Any]:
+        ender.start()  # "Verbindung trennen", while Lexware writes the new pair
+        ender.join(timeout=0.2)
+        return rotate(self, grant)
+
+    monkeypatch.setattr(clock.FakeState, "_new_tokens", user_ends_it_meanwhile)
+    new = refresh(tokens["refresh_token"]).json()
+    ender.join()
+    assert not fake.is_refresh_token_valid(new["refresh_token"])
+    assert fake.live_grants() == []
 
 
 def test_refresh_with_secret_in_body_is_invalid_client(fake: FakeLexware) -> None:

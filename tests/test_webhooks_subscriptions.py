@@ -495,12 +495,14 @@ def test_sync_reports_a_refused_delete(login, fake_lexware, settings):
     assert code == 1 and "answered HTTP 500" in err
 
 
-def test_fake_delivers_nothing_to_the_subscriptions_of_a_revoked_grant(login, fake_lexware):
+def test_fake_deletes_the_subscriptions_of_a_revoked_grant(login, fake_lexware):
     from django_lexoffice import tokens
 
     connection = login()
     organization_id = connection.organization_id
+    assert len(fake_lexware.subscriptions()) == 1
     tokens.revoke(connection)  # the site revokes: Lexware drops that grant's subscriptions
+    assert fake_lexware.subscriptions() == []
     assert fake_lexware.deliver_event("token.revoked", "x", organization_id=organization_id) == []
 
 

@@ -4,13 +4,13 @@ Every record lives in a Django cache (``LEXOFFICE_FAKE_CACHE``, default ``"defau
 in module-level dicts, so ``runserver`` threads, pytest and several processes pointed at one
 Redis/Memcached/DB cache share ONE fake. Concurrency rests on two cache primitives:
 
-* ``cache.delete(key)`` is true only for the caller that removed the key: consuming a code or
-  a refresh token is "read it, then proceed only if *we* deleted it", so exactly one caller wins.
+* ``cache.delete(key)`` is true only for the caller that removed the key: consuming a code is
+  "read it, then proceed only if *we* deleted it", so exactly one caller wins.
 * ``cache.add(key, ...)`` stores only if the key is absent (atomic on LocMem, Redis, Memcached
-  and the DB cache): :meth:`FakeState.lock` is the app's own ``ratelimit.cache_lock``, and
-  counters and the rate bucket change under it. The file cache's ``add`` is not atomic: there a
-  process lock keeps the threads of one process (``runserver``) exact, but several processes
-  need a shared real cache.
+  and the DB cache): :meth:`FakeState.lock` is the app's own ``ratelimit.cache_lock``.
+  Counters, the rate bucket, and each connection's rotations and ending change under it.
+  The file cache's ``add`` is not atomic: there a process lock keeps the threads of one
+  process (``runserver``) exact, but several processes need a shared real cache.
 
 Keys are ``lexoffice-fake:<generation>:<kind>:<sha256 of the id>``: tokens never appear in key
 names, and :meth:`FakeState.reset` orphans every old key at once by drawing a new generation.
@@ -419,31 +419,54 @@ class FakeState:
 
     def rotate(self, refresh_token: str, client_id: str) -> dict[str, Any] | None:
         """The refresh grant: a new access AND refresh token, the old pair dead. ``None``:
-        invalid_grant. Of two concurrent rotations only the one whose delete won proceeds."""
-        grant = self.grant_for_refresh_token(refresh_token)
-        if grant is None or grant["client_id"] != client_id:
+        invalid_grant. A refresh token presented again after its rotation, as the second of
+        two concurrent refreshes does, ends the connection: Lexware's "two concurrent
+        refreshes with the same refresh token break the connection"."""
+        connection_id = self.get("refresh", refresh_token) or self.get("spent", refresh_token)
+        if connection_id is None:
             return None
-        if not self.delete("refresh", refresh_token):
-            return None  # lost the race: someone else rotated or revoked it first
-        self.delete("access", grant["access_token"])
-        response = self._new_tokens(grant)
+        with self.lock(f"grant:{connection_id}"):  # one rotation or ending at a time
+            grant: Grant | None = self.get("grant", connection_id)
+            if grant is None or grant["client_id"] != client_id:
+                return None
+            if grant["refresh_token"] != refresh_token:
+                self._delete_grant(grant)
+                return None
+            self.delete("refresh", refresh_token)
+            self.delete("access", grant["access_token"])
+            self.set("spent", refresh_token, connection_id)
+            response = self._new_tokens(grant)
         self.incr("count", "refresh")
-        self.incr("count-refresh", grant["connection_id"])
+        self.incr("count-refresh", connection_id)
         return response
 
     def end_grant(self, grant: Grant) -> None:
-        """Delete a connection with its refresh and access token."""
+        """End a connection: its current refresh and access token die with it, also when
+        a rotation is under way."""
+        with self.lock(f"grant:{grant['connection_id']}"):
+            current: Grant | None = self.get("grant", grant["connection_id"])
+            if current is not None:
+                self._delete_grant(current)
+
+    def _delete_grant(self, grant: Grant) -> None:
         self.delete("refresh", grant["refresh_token"])
         self.delete("access", grant["access_token"])
         self.delete("grant", grant["connection_id"])
+        # Lexware deletes a revoked grant's event subscriptions with it.
+        with self.lock("subscriptions"):
+            kept = [s for s in self.subscriptions() if s["connectionId"] != grant["connection_id"]]
+            self.set("subscriptions", "", kept)
+
+    def subscriptions(self) -> list[dict[str, Any]]:
+        """Every event subscription the fake holds (with ``connectionId``), oldest first."""
+        return list(self.get("subscriptions") or [])
 
     def revoke_token(self, token: str, client_id: str) -> None:
         """RFC 7009 for one client: a refresh token ends its grant, an access token only
         itself; another client's token is left alone."""
         grant = self.grant_for_refresh_token(token)
         if grant is not None and grant["client_id"] == client_id:
-            if self.delete("refresh", token):
-                self.end_grant(grant)
+            self.end_grant(grant)
             return
         owner = self.grant_for_access_token(token)
         if owner is not None and owner["client_id"] == client_id:

@@ -113,10 +113,6 @@ class FakeWebhooks(FakeState):
         )
         return pem.decode("ascii")
 
-    def subscriptions(self) -> list[dict[str, Any]]:
-        """Every subscription the fake holds (with ``connectionId``), oldest first."""
-        return list(self.get("subscriptions") or [])
-
     def _subscribed(self, connection_id: str, event_type: str, url: str) -> bool:
         return any(
             (item["connectionId"], item["eventType"], item["callbackUrl"])
@@ -133,8 +129,19 @@ class FakeWebhooks(FakeState):
         connection_id: str | None = None,
     ) -> list[int]:
         """POST the event (e.g. ``invoice.created``), signed, to every matching subscription
-        (of ``connection_id`` if given, else of live grants only: a revoked grant's
-        subscriptions are gone at Lexware); return the statuses."""
+        (of ``connection_id`` if given); return the statuses. An ended grant has none: they
+        end with it, as at Lexware."""
+        args = (event_type, resource_id, organization_id, connection_id)
+        return self._deliver_to(self.subscriptions(), *args)
+
+    def _deliver_to(
+        self,
+        subscriptions: list[dict[str, Any]],
+        event_type: str,
+        resource_id: str,
+        organization_id: str,
+        connection_id: str | None,
+    ) -> list[int]:
         event = {
             "organizationId": organization_id,
             "eventType": event_type,
@@ -142,16 +149,12 @@ class FakeWebhooks(FakeState):
             "eventDate": datetime.now(BERLIN).isoformat(timespec="milliseconds"),
         }
         body = json.dumps(event).encode("utf-8")
-        statuses = []
-        for item in self.subscriptions():
-            if item["eventType"] != event_type or item["organizationId"] != organization_id:
-                continue
-            if connection_id is not None and item["connectionId"] != connection_id:
-                continue
-            if connection_id is None and self.get("grant", item["connectionId"]) is None:
-                continue
-            statuses.append(self._deliver(item["callbackUrl"], body))
-        return statuses
+        return [
+            self._deliver(item["callbackUrl"], body)
+            for item in subscriptions
+            if (item["eventType"], item["organizationId"]) == (event_type, organization_id)
+            and connection_id in (None, item["connectionId"])
+        ]
 
     def _deliver(self, url: str, body: bytes) -> int:
         headers = {"X-Lxo-Signature": sign(body), "Content-Type": "application/json"}
@@ -184,21 +187,14 @@ class FakeWebhooks(FakeState):
 
     def end_connection(self, token_or_connection_id: str) -> list[int]:
         """The user ends the connection in lexoffice ("Verbindung trennen"; a token of it, or
-        its connectionId): revoke the grant, deliver ``token.revoked`` to its subscriptions,
-        then delete them. Returns the statuses."""
-        grant = self.revoke_connection(token_or_connection_id)
-        connection_id = grant["connection_id"]
+        its connectionId): revoke the grant, which deletes its subscriptions, and deliver
+        ``token.revoked`` to what they were. Returns the statuses."""
+        connection_id = self.connection_id_for(token_or_connection_id) or token_or_connection_id
+        subscribed = self.subscriptions()
+        grant = self.revoke_connection(connection_id)
         organization_id = grant["company"]["organization_id"]
-        statuses = self.deliver_event(
-            "token.revoked",
-            connection_id,
-            organization_id=organization_id,
-            connection_id=connection_id,
-        )
-        with self.lock("subscriptions"):
-            kept = [s for s in self.subscriptions() if s["connectionId"] != connection_id]
-            self.set("subscriptions", "", kept)
-        return statuses
+        args = ("token.revoked", connection_id, organization_id, connection_id)
+        return self._deliver_to(subscribed, *args)
 
 
 # -- the views ----------------------------------------------------------------------------------
