@@ -14,6 +14,7 @@ from django.contrib import messages
 from django.contrib.auth import REDIRECT_FIELD_NAME
 from django.contrib.auth import login as auth_login
 from django.contrib.auth.decorators import login_not_required, login_required
+from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import SuspiciousOperation
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
@@ -151,9 +152,24 @@ def connection_action(view: _View) -> _View:
     view = transaction.non_atomic_requests(view)
     view = csrf_protect(view)
     view = post_only(view)
-    view = login_required(view)
+    view = _login_required_back_to_connections(view)
     view = never_cache(view)
     return xframe_options_deny(view)
+
+
+def _login_required_back_to_connections(view: _View) -> _View:
+    """``login_required``, but the login leads back to the connections page: the action
+    itself answers only POST, and a session that expired before the click would end on
+    the "only works through its button" page."""
+
+    @login_not_required  # checked here, with our own next (LoginRequiredMiddleware too)
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not request.user.is_authenticated:
+            return redirect_to_login(reverse("lexoffice:connections"))
+        return view(request, *args, **kwargs)
+
+    return wrapper
 
 
 @strict_origin_referrer
@@ -402,6 +418,13 @@ def disconnect(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
         LexofficeConnection.objects.without_tokens(), pk=pk, user=request.user
     )
     name = connection.display_name
+    if connection.status == LexofficeConnection.Status.REVOKED:  # a second tab, a replay
+        messages.info(
+            request,
+            _("%(company)s is already disconnected.") % {"company": name},
+            fail_silently=True,
+        )
+        return HttpResponseRedirect(reverse("lexoffice:connections"))
     try:
         confirmed = tokens.revoke(connection)
     except TokenDecryptionError:
@@ -445,15 +468,21 @@ REMOVABLE_STATUSES = (
 def remove(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     """Delete one of the user's own revoked or re-authorization-required connections.
 
-    An active connection answers 404 (disconnect it first). The social-auth association
-    stays, so the user can still log in with lexoffice.
+    One removed already (a second tab) or active again (reconnected meanwhile) stays as it
+    is, with a message; so does another user's, which looks the same as one that is gone.
+    The social-auth association stays, so the user can still log in with lexoffice.
     """
-    connection = get_object_or_404(
-        LexofficeConnection.objects.without_tokens(),
-        pk=pk,
-        user=request.user,
-        status__in=REMOVABLE_STATUSES,
-    )
+    connections = LexofficeConnection.objects.without_tokens().filter(user=request.user)
+    connection = connections.filter(pk=pk).first()
+    if connection is None or connection.status not in REMOVABLE_STATUSES:
+        message = (
+            _("That connection is no longer in your list.")
+            if connection is None
+            else _("%(company)s is connected again and stays in your list.")
+            % {"company": connection.display_name}
+        )
+        messages.info(request, message, fail_silently=True)
+        return HttpResponseRedirect(reverse("lexoffice:connections"))
     name = connection.display_name
     connection.delete()
     messages.success(

@@ -17,7 +17,7 @@ from django.test import Client
 from django.utils import translation
 from social_django.models import UserSocialAuth
 
-from django_lexoffice import views
+from django_lexoffice import signals, views
 from django_lexoffice.models import LexofficeConnection
 
 pytestmark = pytest.mark.django_db
@@ -241,20 +241,58 @@ def test_user_removes_own_dead_connection_and_keeps_the_login(
     assert UserSocialAuth.objects.filter(user=user, provider="lexoffice").exists()
 
 
-def test_remove_refuses_an_active_connection(client, user, make_connection):
-    connection = make_connection()
+def shown(response) -> list[str]:
+    return [str(message) for message in response.context["messages"]]
+
+
+def test_remove_keeps_a_connection_that_is_active_again_and_says_so(
+    client, user, make_connection
+):
+    connection = make_connection()  # reconnected in another tab since the page was loaded
     client.force_login(user)
-    response = client.post(f"/lexoffice/connections/{connection.pk}/remove/")
-    assert response.status_code == 404
+    response = client.post(f"/lexoffice/connections/{connection.pk}/remove/", follow=True)
+    assert response.redirect_chain == [("/lexoffice/connections/", 302)]
+    assert shown(response) == ["Testfirma GmbH is connected again and stays in your list."]
     assert LexofficeConnection.objects.get().status == "active"
 
 
-def test_remove_refuses_another_users_connection(client, user, make_connection, django_user_model):
+@pytest.mark.parametrize("whose", ["removed in another tab", "another user's"])
+def test_remove_of_a_connection_not_in_the_list_changes_nothing_and_says_so(
+    client, user, make_connection, django_user_model, whose
+):
     other = django_user_model.objects.create_user("other")
     theirs = make_connection(user=other, status="revoked")
+    mine = make_connection(status="revoked", organization_id="mine")
+    pk = theirs.pk if whose == "another user's" else mine.pk
     client.force_login(user)
-    assert client.post(f"/lexoffice/connections/{theirs.pk}/remove/").status_code == 404
+    if whose == "removed in another tab":
+        client.post(f"/lexoffice/connections/{pk}/remove/")
+    response = client.post(f"/lexoffice/connections/{pk}/remove/", follow=True)
+    assert response.redirect_chain == [("/lexoffice/connections/", 302)]
+    assert shown(response)[-1] == "That connection is no longer in your list."
     assert LexofficeConnection.objects.filter(pk=theirs.pk).exists()
+
+
+def test_disconnecting_an_already_disconnected_connection_sends_nothing(
+    client, user, make_connection, capture_signal
+):
+    connection = make_connection(status="revoked", access_token="", refresh_token="")
+    revoked = capture_signal(signals.connection_revoked)
+    client.force_login(user)
+    response = client.post(f"/lexoffice/connections/{connection.pk}/disconnect/", follow=True)
+    assert shown(response) == ["Testfirma GmbH is already disconnected."]
+    assert revoked == []  # no second connection_revoked, no call to Lexware (none is mocked)
+
+
+@pytest.mark.parametrize("action", ["disconnect", "remove"])
+def test_a_button_clicked_after_the_session_expired_leads_back_to_the_connections_page(
+    user, make_connection, action
+):
+    connection = make_connection(status="revoked")
+    response = Client().post(f"/lexoffice/connections/{connection.pk}/{action}/")
+    assert response.status_code == 302
+    assert response["Location"] == "/accounts/login/?next=/lexoffice/connections/"
+    assert LexofficeConnection.objects.filter(pk=connection.pk).exists()
 
 
 def test_remove_requires_login_and_csrf(user, make_connection):
