@@ -18,13 +18,14 @@ from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import SuspiciousOperation
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
+from django.middleware.csrf import CsrfViewMiddleware
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.clickjacking import xframe_options_deny
-from django.views.decorators.csrf import csrf_protect
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_GET, require_http_methods
 from social_core.actions import do_auth, do_complete
@@ -144,13 +145,40 @@ def post_only(view: _View) -> _View:
     return wrapper
 
 
+def csrf_protect_with_page(page_name: str) -> Callable[[_View], _View]:
+    """``csrf_protect``, but a failed check answers the app's page (403) that says the form
+    expired and links to ``page_name``'s page, not Django's bare "CSRF verification failed".
+
+    The same check (``CsrfViewMiddleware``, which also logs the rejection); only the page
+    differs. The usual cause is a token rotated by a login in another tab.
+    """
+
+    def decorate(view: _View) -> _View:
+        @csrf_exempt  # the site-wide middleware leaves the check to us
+        @wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            middleware = CsrfViewMiddleware(view)
+            middleware.process_request(request)
+            if middleware.process_view(request, view, args, kwargs) is not None:
+                page_url = reverse(page_name)
+                context = {"reason": "csrf_failure", "page_url": page_url}
+                return render(request, "django_lexoffice/csrf_failure.html", context, status=403)
+            response = view(request, *args, **kwargs)
+            middleware.process_response(request, response)  # sets the CSRF cookie if due
+            return response
+
+        return wrapper
+
+    return decorate
+
+
 def connection_action(view: _View) -> _View:
     """The guards of a button on the connections page that changes one of the user's own
     connections: logged in, POST only (:func:`post_only`), CSRF-checked, never cached or
     framed, and outside ``ATOMIC_REQUESTS``: the change calls Lexware and commits on its own,
     so a failure later in the request cannot roll back what Lexware already did."""
     view = transaction.non_atomic_requests(view)
-    view = csrf_protect(view)
+    view = csrf_protect_with_page("lexoffice:connections")(view)
     view = post_only(view)
     view = _login_required_back_to_connections(view)
     view = never_cache(view)
@@ -176,7 +204,7 @@ def _login_required_back_to_connections(view: _View) -> _View:
 @xframe_options_deny
 @never_cache
 @login_not_required
-@csrf_protect
+@csrf_protect_with_page("lexoffice:login")
 @require_http_methods(["GET", "POST"])
 def login(request: HttpRequest) -> HttpResponse:
     """GET: a page with a "Connect" button. POST (CSRF-protected): start the flow."""

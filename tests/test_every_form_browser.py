@@ -29,6 +29,7 @@ deselect the ``browser`` marker, so CI runs it once. Needs Debian's Chromium
 from __future__ import annotations
 
 import re
+import secrets
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -819,3 +820,42 @@ def test_every_form_on_the_demos_pages(
     browser: Browser, demo_site: tuple[Demo, Site], case: PageCase, language: str
 ) -> None:
     check_every_form(browser, demo_site[1], case, language)
+
+
+# -- a form whose CSRF token went stale --------------------------------------------------------
+
+EXPIRED = {"en": "This form has expired", "de": "Dieses Formular ist abgelaufen"}
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_a_form_whose_token_went_stale_answers_the_apps_page_and_changes_nothing(
+    browser: Browser, app_site: Site, language: str
+) -> None:
+    """A login in another tab rotates the CSRF token: the open page's forms then fail the
+    check. The user gets the app's page with a way back, not Django's bare 403."""
+    from django_lexoffice.models import LexofficeConnection
+
+    context = new_context(browser, LANGUAGES[language])
+    try:
+        context.add_cookies(app_site.session_cookies())
+        page = context.new_page()
+        for path, button, back in [
+            ("/lexoffice/connections/", "details form button", "/lexoffice/connections/"),
+            ("/lexoffice/login/", "form button", "/lexoffice/login/"),
+        ]:
+            page.goto(app_site.url + path)
+            rotated = {"name": "csrftoken", "value": secrets.token_hex(16), "url": app_site.url}
+            context.add_cookies([rotated])  # what the other tab's login did
+            if button.startswith("details"):
+                page.locator("details summary").first.click()
+            with page.expect_navigation() as landed:
+                page.locator(button).first.click()
+            response = landed.value
+            assert response is not None and response.status == 403
+            assert page.locator("h1").inner_text() == EXPIRED[language]
+            assert page.locator("[data-reason=csrf_failure] a").get_attribute("href") == back
+            assert not CSRF_FAILURE.search(page.locator("body").inner_text())
+        active = LexofficeConnection.objects.filter(status="active").count()
+        assert active == 1  # the disconnect did not happen
+    finally:
+        context.close()
