@@ -245,9 +245,7 @@ def shown(response) -> list[str]:
     return [str(message) for message in response.context["messages"]]
 
 
-def test_remove_keeps_a_connection_that_is_active_again_and_says_so(
-    client, user, make_connection
-):
+def test_remove_keeps_a_connection_that_is_active_again_and_says_so(client, user, make_connection):
     connection = make_connection()  # reconnected in another tab since the page was loaded
     client.force_login(user)
     response = client.post(f"/lexoffice/connections/{connection.pk}/remove/", follow=True)
