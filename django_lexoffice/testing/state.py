@@ -161,10 +161,12 @@ class FakeState:
     def key(self, kind: str, ident: str = "") -> str:
         """The namespaced cache key of a record."""
         generation_key = f"{NAMESPACE}:generation"
-        if self.cache.get(generation_key) is None:
+        generation = self.cache.get(generation_key)
+        if generation is None:
             # add(): two processes starting at once agree on one generation.
             self.cache.add(generation_key, secrets.token_hex(8), timeout=None)
-        return f"{NAMESPACE}:{self.cache.get(generation_key)}:{kind}:{_digest(ident)}"
+            generation = self.cache.get(generation_key)
+        return f"{NAMESPACE}:{generation}:{kind}:{_digest(ident)}"
 
     def reset(self) -> None:
         """Forget everything: clients, companies, grants, faults, limits, counters, clock."""
