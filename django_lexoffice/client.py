@@ -55,7 +55,7 @@ from .exceptions import ContractIssue, LexofficeAPIError, NoResponse, TransientR
 from .http import require_secure_url, take_slots
 from .models import EXPIRY_SKEW, LexofficeConnection
 from .ratelimit import SharedTokenBucket
-from .redaction import describe_body
+from .redaction import describe_body, json_or_none
 
 logger = logging.getLogger(__name__)
 
@@ -541,10 +541,7 @@ def request_id(response: requests.Response) -> str | None:
         value = response.headers.get(header)
         if value:
             return value[:200]
-    try:
-        data = response.json()
-    except (ValueError, RecursionError):  # not JSON, or nested too deep to parse
-        return None
+    data = json_or_none(response)
     if isinstance(data, dict):
         for key in REQUEST_ID_KEYS:
             value = data.get(key)

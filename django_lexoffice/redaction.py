@@ -18,6 +18,15 @@ _TOKEN_LIKE = re.compile(
 )
 
 
+def json_or_none(response: requests.Response) -> Any:
+    """A Lexware answer's parsed JSON; ``None`` when it is not JSON or is nested too deep for
+    the parser (``RecursionError``, not ``ValueError``)."""
+    try:
+        return response.json()
+    except (ValueError, RecursionError):
+        return None
+
+
 def error_code(data: Any) -> str | None:
     """The RFC 6749 §5.2 ``error`` of a parsed response body, if any."""
     error = data.get("error") if isinstance(data, dict) else None

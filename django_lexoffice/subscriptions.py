@@ -29,6 +29,7 @@ from .conf import settings as lexoffice_settings
 from .exceptions import LexofficeError
 from .http import require_secure_url
 from .models import LexofficeConnection, LexofficeSubscription
+from .redaction import json_or_none
 
 logger = logging.getLogger(__name__)
 
@@ -107,10 +108,7 @@ def _json_object(response: requests.Response, what: str) -> dict[str, Any]:
     Anything else (``[]``, ``null``, not JSON) raises :class:`SubscriptionError`, which the
     sync and the login handle, where an ``AttributeError`` would stop a whole sync run. The
     message names the call and status only, never the body."""
-    try:
-        body = response.json()
-    except (ValueError, RecursionError):  # not JSON, or nested too deep to parse
-        body = None
+    body = json_or_none(response)
     if not isinstance(body, dict):
         raise SubscriptionError(
             f"{what} answered HTTP {response.status_code}: unexpected answer, not a JSON object"

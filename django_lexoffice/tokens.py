@@ -45,7 +45,7 @@ from .exceptions import (
 from .http import post_form, refresh_claim, revoke_token, take_slots
 from .isolation import lock_timeout, run_committed
 from .models import LexofficeConnection
-from .redaction import describe_response, error_code
+from .redaction import describe_response, error_code, json_or_none
 from .signals import connection_revoked, reauthorization_required, tokens_refreshed
 from .token_response import parse_token_response
 
@@ -339,7 +339,7 @@ def _handle_refresh_response(
     mark_issued: Callable[[bool], None],
 ) -> LexofficeError | None:
     status = response.status_code
-    data = _json_or_none(response)
+    data = json_or_none(response)
     if status == 200 and isinstance(data, dict) and data.keys() & {"access_token", "refresh_token"}:
         mark_issued(True)
         return _store_grant(current, data)
@@ -593,13 +593,6 @@ def _copy_state(source: LexofficeConnection, target: LexofficeConnection) -> Non
         return
     for field in source._meta.concrete_fields:
         setattr(target, field.attname, getattr(source, field.attname))
-
-
-def _json_or_none(response: requests.Response) -> Any:
-    try:
-        return response.json()
-    except (ValueError, RecursionError):  # not JSON, or nested too deep to parse
-        return None
 
 
 # -- Ended inside lexoffice (webhook ``token.revoked``) ----------------------------------------
